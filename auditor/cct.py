@@ -1,0 +1,278 @@
+"""The cross-class test: move θ along each ego direction, measure every class.
+
+See CONCEPTS.md, "Cross-class test". One pass over the data per (ego class, α)
+evaluates every class at once; the unperturbed pass (α = 0) is shared by all ego classes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import OptionError
+from .gradients import EgoDirections
+from .progress import Progress
+from .runtime import Evaluator, StepStats
+
+__all__ = ["CrossClassTestResult", "cross_class_test", "default_alphas", "FULL_FLOW_MAX_CLASSES"]
+
+#: Above this many classes the flow tensor keeps only the top destinations per row.
+FULL_FLOW_MAX_CLASSES = 64
+TOP_DESTINATIONS = 5
+
+
+def default_alphas(n: int = 21) -> np.ndarray:
+    """``n`` evenly spaced points in [-1, 1] with 0 included (``n`` odd), in units of α_max."""
+    if n < 3 or n % 2 == 0:
+        raise OptionError(f"the α grid needs an odd number of points >= 3 (so α = 0 is on it), got {n}")
+    grid = np.linspace(-1.0, 1.0, n)
+    grid[n // 2] = 0.0
+    return grid
+
+
+@dataclass(frozen=True, eq=False)
+class CrossClassTestResult:
+    """Cross-class test of every ego class (CONCEPTS.md, "Cross-class test").
+
+    Attributes
+    ----------
+    alphas : ndarray of shape (A,)
+        The α grid, ascending, 0 included. The step actually taken along the direction
+        of ``ego_classes[i]`` is ``step_scale[i] * alphas[a]`` (:meth:`steps`).
+    step_scale : ndarray of shape (n_ego,)
+        1 when every ego class shares the grid; α_max of each class when the grid is
+        given in units of α_max (the default under ``normalization="none"``).
+    ego_classes : tuple of int
+        The classes whose directions were used.
+    loss : ndarray of shape (n_ego, K, A)
+        ``loss[i, c, a]``: ``L_c`` after a step ``alphas[a]`` along ``d_{ego_classes[i]}``;
+        NaN for a class with no samples.
+    accuracy : ndarray of shape (n_ego, K, A)
+        ``A_c`` at the same points.
+    flow : ndarray of shape (n_ego, K, A, K) or None
+        ``flow[i, c, a, k]``: share of class c predicted as k. ``None`` when K is above
+        :data:`FULL_FLOW_MAX_CLASSES`; then ``flow_top`` holds the largest shares.
+    flow_top_classes, flow_top_share : ndarray of shape (n_ego, K, A, m) or None
+        The ``m`` largest destinations of each row, by share (ties: lower class first).
+    counts : ndarray of shape (K,)
+        Samples per class.
+    zero_index : int
+        Index of α = 0.
+    normalization : str
+        How the ego directions were normalised.
+    provider, strategy : str
+        The device that ran and the perturbation strategy used (see auditor.runtime).
+    seconds : float
+        Wall time of the test.
+    samples_per_second : float
+        Throughput of the perturbed passes.
+    """
+
+    alphas: np.ndarray
+    step_scale: np.ndarray
+    ego_classes: tuple[int, ...]
+    loss: np.ndarray
+    accuracy: np.ndarray
+    flow: np.ndarray | None
+    flow_top_classes: np.ndarray | None
+    flow_top_share: np.ndarray | None
+    counts: np.ndarray
+    zero_index: int
+    normalization: str
+    provider: str = "cpu"
+    strategy: str = "inputs"
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+    def __post_init__(self) -> None:
+        for a in (self.alphas, self.step_scale, self.loss, self.accuracy, self.flow, self.flow_top_classes,
+                  self.flow_top_share, self.counts):
+            if a is not None:
+                a.flags.writeable = False
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.loss.shape[1])
+
+    def steps(self, i: int) -> np.ndarray:
+        """The α values actually taken along the direction of ``ego_classes[i]``."""
+        return self.step_scale[i] * self.alphas
+
+    def base_loss(self) -> np.ndarray:
+        """``L_c(θ*)`` for every class (the α = 0 column)."""
+        return np.asarray(self.loss[0, :, self.zero_index]) if len(self.ego_classes) else np.full(
+            self.n_classes, np.nan)
+
+    def cctm(self) -> np.ndarray | None:
+        """The paper's cross-class test matrix: the row-normalised confusion at θ*."""
+        if self.flow is None or not len(self.ego_classes):
+            return None
+        return np.asarray(self.flow[0, :, self.zero_index, :])
+
+    def ego_curve(self, i: int) -> np.ndarray:
+        """``φ_c(α) = L_c(θ* + α d_c)`` for ``c = ego_classes[i]``."""
+        return np.asarray(self.loss[i, self.ego_classes[i]])
+
+    def to_dict(self) -> dict[str, Any]:
+        def arr(a: np.ndarray | None) -> Any:
+            return None if a is None else _nan_to_none(a)
+
+        return {
+            "alphas": self.alphas.tolist(), "step_scale": self.step_scale.tolist(),
+            "ego_classes": list(self.ego_classes), "loss": arr(self.loss), "accuracy": arr(self.accuracy),
+            "flow": arr(self.flow), "flow_top_classes": arr(self.flow_top_classes),
+            "flow_top_share": arr(self.flow_top_share), "counts": self.counts.tolist(),
+            "zero_index": self.zero_index, "normalization": self.normalization, "provider": self.provider,
+            "strategy": self.strategy, "seconds": self.seconds, "samples_per_second": self.samples_per_second,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CrossClassTestResult:
+        def arr(v: Any, dtype: Any = np.float64) -> np.ndarray | None:
+            return None if v is None else _from_json(v, dtype)
+
+        return cls(
+            alphas=np.asarray(d["alphas"], dtype=np.float64), step_scale=np.asarray(d["step_scale"], np.float64),
+            ego_classes=tuple(int(c) for c in d["ego_classes"]), loss=arr(d["loss"]),
+            accuracy=arr(d["accuracy"]), flow=arr(d["flow"]),
+            flow_top_classes=arr(d["flow_top_classes"], np.int64), flow_top_share=arr(d["flow_top_share"]),
+            counts=np.asarray(d["counts"], dtype=np.int64), zero_index=int(d["zero_index"]),
+            normalization=d["normalization"], provider=d["provider"], strategy=d["strategy"],
+            seconds=float(d["seconds"]), samples_per_second=float(d["samples_per_second"]))
+
+
+def _nan_to_none(a: np.ndarray) -> Any:
+    """Nested lists with NaN as None (strict JSON has no NaN)."""
+    a = np.asarray(a)
+    if a.dtype.kind == "f":
+        obj = a.astype(object)
+        obj[np.isnan(a)] = None
+        return obj.tolist()
+    return a.tolist()
+
+
+def _from_json(v: Any, dtype: Any = np.float64) -> np.ndarray:
+    a = np.asarray(v, dtype=object)
+    if np.dtype(dtype).kind == "f":
+        a = np.where(a == None, np.nan, a)  # noqa: E711 (element-wise comparison)
+    return a.astype(dtype)
+
+
+def _top_destinations(stats: StepStats, m: int) -> tuple[np.ndarray, np.ndarray]:
+    flow = np.nan_to_num(stats.flow, nan=0.0)
+    order = np.argsort(-flow, axis=1, kind="stable")[:, :m]
+    return order.astype(np.int32), np.take_along_axis(flow, order, axis=1)
+
+
+def cross_class_test(model: Any, data: Any, directions: EgoDirections, alphas: Sequence[float] | None = None, *,
+                     ego_classes: Sequence[int] | None = None, provider: str = "auto", batch_size: int = 256,
+                     strategy: str = "auto", full_flow: bool | None = None, progress: bool | None = None,
+                     evaluator: Evaluator | None = None) -> CrossClassTestResult:
+    """Run the cross-class test (CONCEPTS.md, "Cross-class test").
+
+    Parameters
+    ----------
+    model : Model
+    data : Dataset
+        The audit data; every class in it is evaluated at every step.
+    directions : EgoDirections
+        From :func:`auditor.ego_directions`.
+    alphas : sequence of float, optional
+        The α grid (must contain 0). Default: 21 points over [-α_max, α_max]; under
+        ``normalization="none"`` the grid is in units of each class's α_max.
+    ego_classes : sequence of int, optional
+        Restrict the ego classes (default: every class with a direction).
+    provider : {"auto", "cuda", "cpu"}, default="auto"
+    batch_size : int, default=256
+    strategy : {"auto", "inputs", "rebuild"}, default="auto"
+        How perturbed weights reach the runtime (see :mod:`auditor.runtime`).
+    full_flow : bool, optional
+        Keep the whole flow tensor (default: when K <= 64; else the top 5 destinations
+        of each row).
+    progress : bool, optional
+    evaluator : Evaluator, optional
+        Reuse an evaluator (its data and device) instead of building one.
+
+    Returns
+    -------
+    CrossClassTestResult
+    """
+    from .data import check_dataset
+
+    if evaluator is None:
+        data = check_dataset(data, input_shape=model.input_shape, input_dtype=model.input_dtype,
+                             n_classes=model.n_classes)
+        evaluator = Evaluator(model, data.x, data.y, provider=provider, batch_size=batch_size,
+                              strategy=strategy)
+    k = model.n_classes
+    if alphas is None:
+        grid = default_alphas()
+        scaled = True
+    else:
+        grid = np.asarray(sorted(float(a) for a in alphas), dtype=np.float64)
+        if not np.any(grid == 0.0):
+            raise OptionError("the α grid must contain 0 (the unperturbed model); add 0 to --alphas")
+        scaled = False
+    chosen = list(directions.classes) if ego_classes is None else [int(c) for c in ego_classes]
+    missing = [c for c in chosen if c not in directions.classes]
+    if missing:
+        raise OptionError(f"no ego direction for classes {missing}; they have no samples or a zero gradient")
+    rows = [directions.classes.index(c) for c in chosen]
+    if scaled:
+        # The default grid spans [-α_max, α_max]; α_max is shared except under "none".
+        amax = directions.alpha_max[rows] if rows else np.zeros(0)
+        if directions.normalization == "none":
+            step_scale = amax
+        else:
+            shared = float(amax[0]) if len(amax) else 1.0
+            grid = grid * shared
+            step_scale = np.ones(len(rows))
+    else:
+        step_scale = np.ones(len(rows))
+    zero = int(np.flatnonzero(grid == 0.0)[0])
+    n_ego, n_alpha = len(rows), len(grid)
+    keep_flow = (k <= FULL_FLOW_MAX_CLASSES) if full_flow is None else full_flow
+    m = min(TOP_DESTINATIONS, k)
+    loss = np.full((n_ego, k, n_alpha), np.nan)
+    accuracy = np.full((n_ego, k, n_alpha), np.nan)
+    flow = np.full((n_ego, k, n_alpha, k), np.nan, dtype=np.float32) if keep_flow else None
+    top_c = None if keep_flow else np.zeros((n_ego, k, n_alpha, m), dtype=np.int32)
+    top_s = None if keep_flow else np.zeros((n_ego, k, n_alpha, m), dtype=np.float32)
+
+    def store(i: int, a: int, stats: StepStats) -> None:
+        loss[i, :, a] = stats.loss
+        accuracy[i, :, a] = stats.accuracy
+        if flow is not None:
+            flow[i, :, a, :] = stats.flow
+        else:
+            top_c[i, :, a], top_s[i, :, a] = _top_destinations(stats, m)  # type: ignore[index]
+
+    start = time.perf_counter()
+    samples_before = evaluator.samples_evaluated
+    evaluated_seconds = 0.0
+    with Progress(1 + n_ego * (n_alpha - 1), "cross-class test", enabled=progress) as bar:
+        evaluator.set_directions([{}])
+        base = evaluator.evaluate([0.0])
+        bar.advance()
+        for i, row in enumerate(rows):
+            evaluator.set_directions([directions[directions.classes[row]]])
+            for a, alpha in enumerate(grid):
+                if a == zero:
+                    store(i, a, base)
+                    continue
+                t0 = time.perf_counter()
+                store(i, a, evaluator.evaluate([float(alpha * step_scale[i])]))
+                evaluated_seconds += time.perf_counter() - t0
+                bar.advance()
+    seconds = time.perf_counter() - start
+    samples = evaluator.samples_evaluated - samples_before - len(evaluator.y)
+    return CrossClassTestResult(
+        alphas=grid, step_scale=np.asarray(step_scale, dtype=np.float64), ego_classes=tuple(chosen), loss=loss,
+        accuracy=accuracy, flow=flow, flow_top_classes=top_c, flow_top_share=top_s,
+        counts=np.asarray(base.count, dtype=np.int64), zero_index=zero, normalization=directions.normalization,
+        provider=evaluator.device, strategy=evaluator.strategy, seconds=seconds,
+        samples_per_second=samples / evaluated_seconds if evaluated_seconds > 0 else 0.0)
