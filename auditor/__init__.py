@@ -1,0 +1,41 @@
+"""auditor: find the classes an exported ONNX classifier cannot keep apart.
+
+The stages (CONCEPTS.md names throughout): :func:`load_model` and :func:`load_data`,
+:func:`class_gradients` and :func:`ego_directions`, :func:`cross_class_test`,
+:func:`interference`, :func:`interference_model`, :func:`run_audit`; label dancing with
+:class:`LabelDancingRecorder` and :func:`dance_analysis`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    AuditorError,
+    DataError,
+    ModelError,
+    OptionError,
+    ResultsError,
+    UnsupportedNodeError,
+)
+from .model import Model, Parameter, load_model  # noqa: E402
+from .data import Dataset, load_data  # noqa: E402
+from .gradients import ClassGradients, EgoDirections, class_gradients, ego_directions  # noqa: E402
+from .cct import CrossClassTestResult, cross_class_test  # noqa: E402
+from .interference import InterferenceResult, interference  # noqa: E402
+from .landscape import Flatness, InterferenceModel, flatness, interference_model  # noqa: E402
+from .confusion import ErrorShare, error_share  # noqa: E402
+from .audit import AuditOptions, AuditResult, run_audit  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "AuditorError", "DataError", "ModelError", "OptionError", "ResultsError", "UnsupportedNodeError",
+    "Model", "Parameter", "load_model",
+    "Dataset", "load_data",
+    "ClassGradients", "EgoDirections", "class_gradients", "ego_directions",
+    "CrossClassTestResult", "cross_class_test",
+    "InterferenceResult", "interference",
+    "Flatness", "InterferenceModel", "flatness", "interference_model",
+    "ErrorShare", "error_share",
+    "AuditOptions", "AuditResult", "run_audit",
+]

@@ -1,0 +1,413 @@
+"""Command line: ``auditor inspect | audit | report | demo | dance``.
+
+Only wiring: every computation lives in the library. Exit codes: 0 success, 1 a gate
+check failed, 2 bad input or options (one line on stderr, no traceback unless
+``--debug``), 101 an internal error (a bug: please report it), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .errors import AuditorError, OptionError
+
+app = typer.Typer(
+    name="auditor",
+    help="Audit an ONNX classifier for class interference: which classes it cannot keep apart, how badly, "
+         "and why.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when it works, else CPU), cuda or cpu.")]
+
+
+def _echo(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _guarded(fn: F) -> F:
+    """Turn AuditorError into one line + exit 2, Ctrl-C into exit 130, a bug into exit 101."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug"))
+        try:
+            return fn(*args, **kwargs)
+        except AuditorError as err:
+            if debug:
+                traceback.print_exc()
+            _echo(f"error: {err}")
+            raise typer.Exit(code=2) from err
+        except KeyboardInterrupt:
+            _echo("interrupted: nothing was written; earlier results are intact")
+            raise typer.Exit(code=130) from None
+        except typer.Exit:
+            raise
+        except Exception as err:  # a bug in the auditor, not bad input
+            if debug:
+                traceback.print_exc()
+            _echo(f"internal error: {type(err).__name__}: {err}. This is a bug in the auditor; rerun with "
+                  "--debug and report the traceback.")
+            raise typer.Exit(code=101) from err
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError as err:
+        raise OptionError(f"{option} {text!r}: expected comma-separated numbers, e.g. {option} -0.2,0,0.2") from err
+
+
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError as err:
+        raise OptionError(f"{option} {text!r}: expected comma-separated class ids, e.g. {option} 3,5") from err
+
+
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError as err:
+        raise OptionError(f"--image-size {text!r}: expected HxW, e.g. --image-size 32x32") from err
+    return h, w
+
+
+def _load_data(path: Path, *, label_column: str, image_size: str | None, layout: str, mean: str | None,
+               std: str | None, grayscale: bool) -> Any:
+    from .data import load_data
+
+    kwargs: dict[str, Any] = {"label_column": label_column, "layout": layout, "grayscale": grayscale}
+    if image_size is not None:
+        kwargs["image_size"] = _image_size(image_size)
+    if mean is not None:
+        kwargs["mean"] = _floats(mean, "--mean")
+    if std is not None:
+        kwargs["std"] = _floats(std, "--std")
+    return load_data(path, **kwargs)
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+@app.command()
+@_guarded
+def inspect(
+    model: Annotated[Path, typer.Argument(help="The .onnx file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Leave a tensor out of θ.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Describe MODEL: input, logits, classes, opset, producer and the parameters θ."""
+    from .model import load_model
+
+    m = load_model(model, exclude=exclude or ())
+    summary = m.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    shape = "x".join(str(d) for d in summary["input"]["shape"])
+    lines = [
+        f"model       {summary['path']}",
+        f"producer    {summary['producer']}  (opset {summary['opset']}, IR {summary['ir_version']})",
+        f"input       {summary['input']['name']}  [{shape}] {summary['input']['dtype']} "
+        f"({summary['input']['layout']})",
+        f"logits      {summary['logits']['tensor']}  ({summary['logits']['kind']}), K = {summary['n_classes']}",
+        f"batch       {'fixed at ' + str(m.fixed_batch) if m.fixed_batch else 'dynamic'}",
+        f"parameters  {summary['n_parameters']:,} in {len(m.parameters)} tensors",
+        "ops         " + ", ".join(f"{k} x{v}" for k, v in summary["op_types"].items()),
+    ]
+    lines += [f"note        {n}" for n in summary["notes"]]
+    lines.append("")
+    width = max(len(p.name) for p in m.parameters)
+    lines.append(f"  {'name':<{width}}  {'shape':<18} {'consumer':<14} {'axis':>4}  source")
+    for p in m.parameters:
+        shp = "x".join(map(str, p.shape))
+        lines.append(f"  {p.name:<{width}}  {shp:<18} {p.consumer_op:<14} {p.output_axis:>4}  {p.source}"
+                     + ("  (1-D)" if p.one_dimensional else ""))
+    typer.echo("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def _gate_checks(gate: list[str] | None, gate_config: Path | None) -> list[Any]:
+    from .gate import DEFAULT_CHECKS, load_gate_config, parse_check
+
+    checks = list(load_gate_config(gate_config)) if gate_config else []
+    checks += [parse_check(g) for g in gate or []]
+    return checks or list(DEFAULT_CHECKS)
+
+
+def _summary_table(result: Any) -> str:
+    names = result.class_names
+    lines = [f"overall accuracy {result.overall_accuracy:.3f}; worst class "
+             f"{names[result.worst_class()[0]]} ({result.worst_class()[1]:.3f})", "",
+             "top interfering pairs (S = max(I[a,b], I[b,a]): loss one class gains per unit the other sheds)"]
+    width = max((len(n) for n in names), default=4)
+    lines.append(f"  {'class a':<{width}}  {'class b':<{width}}  {'S':>7}  {'confused':>8}")
+    confusion = result.errors.confusion
+    for a, b, s in result.top_pairs_interference[:5]:
+        lines.append(f"  {names[a]:<{width}}  {names[b]:<{width}}  {s:7.3f}  "
+                     f"{int(confusion[a, b] + confusion[b, a]):8d}")
+    if not result.top_pairs_interference:
+        lines.append("  (none: no ego loss fell along its direction)")
+    agree = result.agreeing_pairs()
+    if agree:
+        lines.append("in both top lists (interference and confusion): "
+                     + ", ".join(f"{names[a]}/{names[b]}" for a, b in agree))
+    return "\n".join(lines)
+
+
+def _gate_lines(gate: dict[str, Any]) -> str:
+    out = [f"gate: {gate['verdict'].upper()}"]
+    for c in gate["checks"]:
+        value = "undefined" if c["value"] is None else f"{c['value']:.4g}"
+        out.append(f"  {c['status']:<7} {c['name']} = {value} (warn {c['warn']}, fail {c['fail']})")
+    return "\n".join(out)
+
+
+def _dance_dict(analysis: Any, result_dict: dict[str, Any] | None) -> dict[str, Any]:
+    """The analysis as JSON, with its agreement with an audit's S and P when one is given."""
+    import numpy as np
+
+    from .cct import _from_json
+    from .confusion import pair_confusion
+
+    d = analysis.to_dict()
+    if result_dict is not None:
+        s = _from_json(result_dict["interference"]["pair_score"])
+        p = pair_confusion(np.asarray(result_dict["errors"]["confusion"], dtype=np.float64))
+        if s.shape[0] != analysis.n_classes:
+            raise OptionError(f"the dancing log has {analysis.n_classes} classes but the audit has {s.shape[0]}; "
+                              "compare a log and an audit of the same model")
+        d["agreement"] = analysis.agreement(pair_score=s, pair_confusion=p)
+    return d
+
+
+def _dance_for(log: Path, result_dict: dict[str, Any] | None) -> dict[str, Any]:
+    from .dancing import dance_analysis
+
+    return _dance_dict(dance_analysis(log), result_dict)
+
+
+def _write_outputs(result: Any, out: Path, *, report: bool, log: Callable[[str], None]) -> None:
+    from .io import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", result.to_dict())
+    log(f"wrote {out / 'results.json'}")
+    if report:
+        from .report import render_report
+
+        render_report(result, out / "report.html")
+        log(f"wrote {out / 'report.html'}")
+
+
+def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, options: Any, checks: list[Any],
+         dance: Path | None, report: bool, data_kwargs: dict[str, Any], quiet: bool) -> Any:
+    from .audit import run_audit
+    from .gate import evaluate_gate
+    from .model import load_model
+
+    say = (lambda m: None) if quiet else _echo
+    m = load_model(model, exclude=options.exclude)
+    d = _load_data(data, **data_kwargs)
+    g = _load_data(gradient_data, **data_kwargs) if gradient_data else None
+    say(f"auditing {model} ({m.n_classes} classes, {m.n_parameters:,} parameters) on {len(d)} samples")
+    result = run_audit(m, d, options, gradient_data=g, log=say)
+    as_dict = result.to_dict()
+    if dance is not None:
+        result = result.with_dance(_dance_for(dance, as_dict))
+        as_dict = result.to_dict()
+    result = result.with_gate(evaluate_gate(as_dict, checks))
+    _write_outputs(result, out, report=report, log=say)
+    return result
+
+
+@app.command()
+@_guarded
+def audit(
+    model: Annotated[Path, typer.Argument(help="The .onnx classifier.")],
+    data: Annotated[Path, typer.Option("--data", help=".npz (x, y), an image folder, or a .csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for results.json and report.html.")] = Path(
+        "auditor-report"),
+    gradient_data: Annotated[Path | None, typer.Option(
+        "--gradient-data", help="A second set (e.g. the training data) for gradients and directions.")] = None,
+    device: DeviceOption = "auto",
+    normalization: Annotated[str, typer.Option(help="filter, layer, global or none.")] = "filter",
+    include_1d: Annotated[bool, typer.Option("--include-1d", help="Move biases and norm parameters too.")] = False,
+    alphas: Annotated[str | None, typer.Option(help="α grid, comma-separated, 0 included.")] = None,
+    classes: Annotated[str | None, typer.Option(help="Ego classes, comma-separated ids.")] = None,
+    pairs: Annotated[int, typer.Option(help="Interference models for the top N pairs (by S and by confusion).")] = 3,
+    candidates: Annotated[int | None, typer.Option(
+        help="With many classes: run the CCT for the classes of the top N pairs only (default 20 when K > 64).")
+    ] = None,
+    grid: Annotated[int, typer.Option(help="Points per axis of the 2-D interference models.")] = 25,
+    basis: Annotated[str, typer.Option(help="orthonormal, or gradients (the paper's own axes).")] = "orthonormal",
+    learning_rate: Annotated[float, typer.Option(help="η of the gradients basis.")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Samples per runtime call.")] = 256,
+    max_per_class: Annotated[int | None, typer.Option(help="Cap the audit data per class (stratified).")] = None,
+    strategy: Annotated[str, typer.Option(help="auto, inputs or rebuild (how perturbed weights are run).")] = "auto",
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Leave a tensor out of θ.")] = None,
+    gate: Annotated[list[str] | None, typer.Option(
+        "--gate", help="A gate check NAME=WARN:FAIL, e.g. worst_class_accuracy=0.9:0.8 (repeatable).")] = None,
+    gate_config: Annotated[Path | None, typer.Option(help="TOML file of [gate.NAME] warn/fail bounds.")] = None,
+    dance: Annotated[Path | None, typer.Option(help="A label-dancing log to add to the report.")] = None,
+    label_column: Annotated[str, typer.Option(help="CSV label column.")] = "label",
+    image_size: Annotated[str | None, typer.Option(help="Resize images to HxW.")] = None,
+    layout: Annotated[str, typer.Option(help="Image layout: NCHW or NHWC.")] = "NCHW",
+    mean: Annotated[str | None, typer.Option(help="Per-channel mean for images, comma-separated.")] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel std for images, comma-separated.")] = None,
+    grayscale: Annotated[bool, typer.Option(help="Read images as one channel.")] = False,
+    report: Annotated[bool, typer.Option(help="Write report.html too.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Audit MODEL on DATA: write results.json and report.html into OUT; exit 1 if a gate check fails."""
+    from .audit import AuditOptions
+
+    options = AuditOptions(
+        normalization=normalization, include_1d=include_1d, alphas=_floats(alphas, "--alphas"),
+        classes=_ints(classes, "--classes"), pairs=pairs, candidates=candidates, grid=grid, basis=basis,
+        learning_rate=learning_rate, batch_size=batch_size, max_per_class=max_per_class, provider=device,
+        strategy=strategy, exclude=tuple(exclude or ()))
+    checks = _gate_checks(gate, gate_config)
+    result = _run(model, data, out, gradient_data=gradient_data, options=options, checks=checks, dance=dance,
+                  report=report, quiet=quiet,
+                  data_kwargs={"label_column": label_column, "image_size": image_size, "layout": layout,
+                               "mean": mean, "std": std, "grayscale": grayscale})
+    typer.echo(_summary_table(result))
+    typer.echo(_gate_lines(result.gate))
+    if result.gate["verdict"] == "fail":
+        raise typer.Exit(code=1)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@app.command()
+@_guarded
+def report(
+    results: Annotated[Path, typer.Argument(help="A results.json written by `auditor audit`.")],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
+    debug: DebugOption = False,
+) -> None:
+    """Render report.html again from RESULTS (no model or data needed)."""
+    from .audit import AuditResult
+    from .errors import ResultsError
+    from .report import render_report
+
+    if not results.is_file():
+        raise ResultsError(f"results file '{results}' does not exist; run `auditor audit` first")
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ResultsError(f"'{results}' is not valid JSON ({err}); run `auditor audit` again") from err
+    render_report(AuditResult.from_dict(data), out)
+    typer.echo(f"wrote {out}")
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@app.command()
+@_guarded
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the demo report.")] = Path("auditor-demo"),
+    device: DeviceOption = "auto",
+    debug: DebugOption = False,
+) -> None:
+    """Audit the bundled digits model and write its report into ./auditor-demo/ (no network, < 1 min on CPU)."""
+    from .audit import AuditOptions
+    from .demo import demo_paths
+    from .gate import DEFAULT_CHECKS
+
+    paths = demo_paths()
+    options = AuditOptions(pairs=3, grid=25, provider=device)
+    result = _run(paths.model, paths.data, out, gradient_data=paths.train, options=options,
+                  checks=list(DEFAULT_CHECKS), dance=paths.dance, report=True, quiet=False,
+                  data_kwargs={"label_column": "label", "image_size": None, "layout": "NCHW", "mean": None,
+                               "std": None, "grayscale": False})
+    typer.echo(_summary_table(result))
+    typer.echo(_gate_lines(result.gate))
+    typer.echo(f"\nreport: {(out / 'report.html').resolve()}")
+
+
+# ----------------------------------------------------------------------------- dance
+
+
+@app.command()
+@_guarded
+def dance(
+    log: Annotated[Path | None, typer.Argument(help="A label-dancing log written by the training hook.")] = None,
+    checkpoints: Annotated[str | None, typer.Option(
+        help='A glob of exported checkpoints, e.g. "ckpts/epoch_*.onnx" (natural order).')] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Probe data for --checkpoints (.npz, ...).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for dance.json and dance.html.")] = Path(
+        "auditor-dance"),
+    results: Annotated[Path | None, typer.Option(
+        help="An audit's results.json, to compare dancing pairs with interference and confusion pairs.")] = None,
+    max_per_class: Annotated[int, typer.Option(help="Probe samples per class for --checkpoints.")] = 100,
+    device: DeviceOption = "auto",
+    debug: DebugOption = False,
+) -> None:
+    """Label dancing from a training LOG, or from --checkpoints predicting --data."""
+    from .dancing import dance_analysis, predict_checkpoints
+    from .io import write_json
+    from .report import render_dance_report
+
+    if (log is None) == (checkpoints is None):
+        raise OptionError("give either a LOG or --checkpoints GLOB (with --data), not both or neither")
+    if checkpoints is not None:
+        if data is None:
+            raise OptionError("--checkpoints needs --data: the probe set the checkpoints predict")
+        from .data import load_data
+
+        probe = load_data(data).stratified(max_per_class)
+        analysis = dance_analysis(predict_checkpoints(checkpoints, probe, provider=device))
+    else:
+        analysis = dance_analysis(log)
+    audit_results = None
+    if results is not None:
+        if not results.is_file():
+            raise OptionError(f"results file '{results}' does not exist; run `auditor audit` first")
+        audit_results = json.loads(results.read_text(encoding="utf-8"))
+    d = _dance_dict(analysis, audit_results)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "dance.json", d)
+    render_dance_report(d, out / "dance.html")
+    names = analysis.class_names or [str(c) for c in range(analysis.n_classes)]
+    typer.echo(f"wrote {out / 'dance.json'} and {out / 'dance.html'}")
+    typer.echo("most dancing pairs (flips between a and b over the run):")
+    for a, b, n in analysis.dancing_pairs(top=5):
+        typer.echo(f"  {names[a]} <-> {names[b]}: {n}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="auditor")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Atomic file output: a result is either written whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "to_jsonable"]
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str) -> Iterator[Any]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException:  # KeyboardInterrupt included: never leave half a file behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    p = Path(path)
+    with _atomic(p, "w") as fh:
+        fh.write(text)
+    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    p = Path(path)
+    with _atomic(p, "wb") as fh:
+        fh.write(data)
+    return p
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays to Python, NaN/inf to None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Atomically write strict JSON (no NaN)."""
+    return atomic_write_text(path, json.dumps(to_jsonable(data), indent=1, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
