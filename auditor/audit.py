@@ -18,7 +18,7 @@ import numpy as np
 from .cct import CrossClassTestResult, cross_class_test
 from .confusion import ErrorShare, error_share, pair_confusion
 from .errors import OptionError, ResultsError
-from .gradients import NORMALIZATIONS, class_gradients, ego_directions
+from .gradients import NORMALIZATIONS, class_gradients, ego_directions, gradient_sketches
 from .interference import InterferenceResult, interference, ranked_pairs
 from .landscape import BASES, Flatness, InterferenceModel, flatness, interference_model
 from .runtime import Evaluator, resolve_provider
@@ -335,18 +335,30 @@ def run_audit(model: Any, data: Any, options: AuditOptions | None = None, *, gra
     n_candidates = options.candidates if options.candidates is not None else (20 if many else None)
     say(f"class gradients on {len(grad_set)} samples ({device})")
     t = time.perf_counter()
-    gradient_classes = options.classes if (options.classes is not None) else None
-    gradients = class_gradients(model, grad_set, batch_size=min(options.batch_size, 128), provider=device,
-                                classes=gradient_classes, progress=progress)
-    timings["gradients_s"] = time.perf_counter() - t
-    from .interference import gradient_conflict
-
-    conflict = gradient_conflict(gradients, k)
     candidates: dict[str, Any] = {"rule": "every class with a direction", "classes": None}
     ego = options.classes
+    norms_all = None
     if ego is None and n_candidates is not None:
-        chosen, candidates = select_candidates(base.confusion, conflict, n_candidates)
+        # Many classes: screen every pair cheaply (confusion; gradient conflict from count
+        # sketches, K x 2048 floats), then compute full gradients for the candidates only.
+        sketch_classes, sketches, norms_all = gradient_sketches(
+            model, grad_set, batch_size=min(options.batch_size, 128), provider=device, progress=progress)
+        approx = np.full((k, k), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = (sketches @ sketches.T) / np.outer(np.linalg.norm(sketches, axis=1),
+                                                     np.linalg.norm(sketches, axis=1))
+        idx = np.asarray(sketch_classes)
+        approx[np.ix_(idx, idx)] = -cos
+        np.fill_diagonal(approx, np.nan)
+        chosen, candidates = select_candidates(base.confusion, approx, n_candidates)
+        candidates["conflict_screen"] = "count sketches of dimension 2048 (approximate cosines)"
         ego = tuple(chosen)
+        norms_all = dict(zip(sketch_classes, norms_all))
+    # With few classes every gradient is kept (C and I1 need them all), even when --classes
+    # restricts the ego classes; with many, only the candidates' are.
+    gradients = class_gradients(model, grad_set, batch_size=min(options.batch_size, 128), provider=device,
+                                classes=ego if norms_all is not None else None, progress=progress)
+    timings["gradients_s"] = time.perf_counter() - t
     directions = ego_directions(model, gradients=gradients, normalization=options.normalization,
                                 include_1d=options.include_1d)
     ego_classes = [c for c in (ego if ego is not None else directions.classes) if c in directions.classes]
@@ -399,6 +411,8 @@ def run_audit(model: Any, data: Any, options: AuditOptions | None = None, *, gra
         elif c in inter.reasons:
             skipped[c] = inter.reasons[c]
     gnorm = np.full(k, np.nan)
+    for c, n in (norms_all or {}).items():
+        gnorm[c] = n
     gnorm[list(gradients.classes)] = gradients.norms()
     amax = np.full(k, np.nan)
     amax[list(directions.classes)] = directions.alpha_max

@@ -19,7 +19,8 @@ from .errors import OptionError
 from .progress import Progress
 from .runtime import _to_device, make_session, resolve_provider
 
-__all__ = ["ClassGradients", "EgoDirections", "class_gradients", "ego_directions",
+__all__ = ["ClassGradients", "EgoDirections", "GradientStream", "class_gradients", "ego_directions",
+           "gradient_sketches",
            "normalize_direction", "default_alpha_max", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("filter", "layer", "global", "none")
@@ -175,58 +176,104 @@ def class_gradients(model: Any, data: Any, *, batch_size: int = 128, provider: s
     which add nothing. This is several times cheaper than one seed per class
     (ENGINEERING.md).
     """
-    from .data import check_dataset
-
-    data = check_dataset(data, input_shape=model.input_shape, input_dtype=model.input_dtype,
-                         n_classes=model.n_classes)
-    x, y = np.asarray(data.x), np.asarray(data.y)
-    device = resolve_provider(provider)
-    wanted = _check_classes(model, y, classes)
-    counts = np.bincount(y, minlength=model.n_classes).astype(np.int64)
-    if batch_size < 1:
-        raise OptionError(f"batch size must be >= 1, got {batch_size}")
-    batch = int(model.fixed_batch or min(batch_size, max(int(counts[wanted].max()), 1) if wanted else 1))
-    proto = G.gradient_graph(model, batch, x.shape[1:])
-    session = make_session(proto, device)
-    outputs = [o.name for o in session.get_outputs()]
-    loss_out, adj_outs = outputs[0], outputs[1:]
-    weights = model.weights()
-    binding = session.io_binding()
-    for p in model.parameters:
-        binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(model.input_dtype, copy=False)
-                                                      if model.input_dtype != np.float32 else weights[p.name],
-                                                      device))
-    binding.bind_ortvalue_input(f"adj_{G.TOTAL_LOSS}", _to_device(np.ones(1, np.float32), device))
-    for name in outputs:
-        binding.bind_output(name, "cpu")
-    sizes = [p.size for p in model.parameters]
-    flat = np.zeros((len(wanted), sum(sizes)), dtype=np.float32)
-    losses = np.full(model.n_classes, np.nan)
-    chunks = [(row, c, idx[s:s + batch])
-              for row, c in enumerate(wanted)
-              for idx in [np.flatnonzero(y == c)]
-              for s in range(0, len(idx), batch)]
+    stream = GradientStream(model, data, batch_size=batch_size, provider=provider, classes=classes)
+    flat = np.zeros((len(stream.classes), stream.n_parameters), dtype=np.float32)
     start = time.perf_counter()
-    with Progress(len(chunks), "class gradients", enabled=progress) as bar:
-        for row, c, idx in chunks:
-            xb = np.zeros((batch, *x.shape[1:]), dtype=x.dtype)
-            xb[: len(idx)] = x[idx]
-            target = np.zeros((batch, model.n_classes), dtype=np.float32)
-            target[: len(idx), c] = 1.0 / counts[c]
-            binding.bind_ortvalue_input(model.input_name, _to_device(xb, device))
-            binding.bind_ortvalue_input(G.TARGET, _to_device(target, device))
-            session.run_with_iobinding(binding)
-            values = binding.copy_outputs_to_cpu()
-            losses[c] = (0.0 if np.isnan(losses[c]) else losses[c]) + float(values[0])
-            offset = 0
-            for size, value in zip(sizes, values[1:]):
-                flat[row, offset:offset + size] += value.reshape(-1)
-                offset += size
-            bar.advance()
-    seconds = time.perf_counter() - start
-    return ClassGradients(classes=tuple(wanted), names=tuple(model.parameter_names),
-                          shapes=tuple(p.shape for p in model.parameters), flat=flat, losses=losses,
-                          counts=counts, provider=device, seconds=seconds)
+    with Progress(stream.n_batches, "class gradients", enabled=progress) as bar:
+        for row, (_, g) in enumerate(stream.run(bar.advance)):
+            flat[row] = g
+    return ClassGradients(classes=tuple(stream.classes), names=tuple(model.parameter_names),
+                          shapes=tuple(p.shape for p in model.parameters), flat=flat, losses=stream.losses,
+                          counts=stream.counts, provider=stream.device, seconds=time.perf_counter() - start)
+
+
+class GradientStream:
+    """Yields ``(c, g_c)`` one class at a time, so a caller may reduce each gradient on the fly.
+
+    :func:`class_gradients` stores them all; a large-K audit keeps only a sketch of each
+    (:func:`gradient_sketches`) and recomputes the few it needs in full.
+    """
+
+    def __init__(self, model: Any, data: Any, *, batch_size: int = 128, provider: str = "auto",
+                 classes: Sequence[int] | None = None) -> None:
+        from .data import check_dataset
+
+        data = check_dataset(data, input_shape=model.input_shape, input_dtype=model.input_dtype,
+                             n_classes=model.n_classes)
+        self.model = model
+        self.x, self.y = np.asarray(data.x), np.asarray(data.y)
+        self.device = resolve_provider(provider)
+        self.classes = _check_classes(model, self.y, classes)
+        self.counts = np.bincount(self.y, minlength=model.n_classes).astype(np.int64)
+        if batch_size < 1:
+            raise OptionError(f"batch size must be >= 1, got {batch_size}")
+        largest = int(self.counts[self.classes].max()) if self.classes else 1
+        self.batch = int(model.fixed_batch or min(batch_size, max(largest, 1)))
+        self.sizes = [p.size for p in model.parameters]
+        self.n_parameters = sum(self.sizes)
+        self.losses = np.full(model.n_classes, np.nan)
+        self.n_batches = sum(-(-int(self.counts[c]) // self.batch) for c in self.classes)
+
+    def run(self, tick: Any = None) -> Iterator[tuple[int, np.ndarray]]:
+        model, x, y, batch, device = self.model, self.x, self.y, self.batch, self.device
+        session = make_session(G.gradient_graph(model, batch, x.shape[1:]), device)
+        outputs = [o.name for o in session.get_outputs()]
+        weights = model.weights()
+        binding = session.io_binding()
+        for p in model.parameters:
+            binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(model.input_dtype, copy=False),
+                                                          device))
+        binding.bind_ortvalue_input(f"adj_{G.TOTAL_LOSS}", _to_device(np.ones(1, np.float32), device))
+        for name in outputs:
+            binding.bind_output(name, "cpu")
+        xb = np.zeros((batch, *x.shape[1:]), dtype=x.dtype)
+        target = np.zeros((batch, model.n_classes), dtype=np.float32)
+        for c in self.classes:
+            idx_all = np.flatnonzero(y == c)
+            g = np.zeros(self.n_parameters, dtype=np.float32)
+            loss = 0.0
+            for s in range(0, len(idx_all), batch):
+                idx = idx_all[s:s + batch]
+                xb[:] = 0
+                xb[: len(idx)] = x[idx]
+                target[:] = 0
+                target[: len(idx), c] = 1.0 / self.counts[c]
+                binding.bind_ortvalue_input(model.input_name, _to_device(xb, device))
+                binding.bind_ortvalue_input(G.TARGET, _to_device(target, device))
+                session.run_with_iobinding(binding)
+                values = binding.copy_outputs_to_cpu()
+                loss += float(values[0])
+                offset = 0
+                for size, value in zip(self.sizes, values[1:]):
+                    g[offset:offset + size] += value.reshape(-1)
+                    offset += size
+                if tick is not None:
+                    tick()
+            self.losses[c] = loss
+            yield c, g
+
+
+def gradient_sketches(model: Any, data: Any, *, dim: int = 2048, seed: int = 0, batch_size: int = 128,
+                      provider: str = "auto", progress: bool | None = None
+                      ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """Count sketches of every class gradient, for a cheap conflict screen when K is large.
+
+    Each parameter index is hashed to one of ``dim`` buckets with a random sign, so inner
+    products (hence cosines) of sketches estimate those of the full gradients while
+    memory stays ``K x dim``. Returns the classes, the sketches ``[n, dim]`` and the exact
+    gradient norms.
+    """
+    stream = GradientStream(model, data, batch_size=batch_size, provider=provider)
+    rng = np.random.default_rng(seed)
+    bucket = rng.integers(0, dim, size=stream.n_parameters)
+    sign = rng.choice(np.array([-1.0, 1.0]), size=stream.n_parameters)
+    sketches = np.zeros((len(stream.classes), dim))
+    norms = np.zeros(len(stream.classes))
+    with Progress(stream.n_batches, "gradient sketches", enabled=progress) as bar:
+        for row, (_, g) in enumerate(stream.run(bar.advance)):
+            sketches[row] = np.bincount(bucket, weights=sign * g, minlength=dim)
+            norms[row] = np.linalg.norm(g.astype(np.float64))
+    return tuple(stream.classes), sketches, norms
 
 
 def _slices(a: np.ndarray, axis: int) -> np.ndarray:

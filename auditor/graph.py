@@ -403,12 +403,22 @@ def gradient_graph(model: Any, batch: int, sample_shape: Sequence[int]) -> onnx.
         raise ModelError(f"shape inference failed on the gradient graph ({err}); the model may "
                          "use a shape the auditor cannot fix statically") from err
     _check_differentiable(m, names, REVERSE)
+    from .conv_gradient import faster_conv_weight_gradients
+
     try:
-        return onnx_ad.reverse(m, inputs=names, outputs=[TOTAL_LOSS], layout="onnx")
+        with faster_conv_weight_gradients():
+            reverse = onnx_ad.reverse(m, inputs=names, outputs=[TOTAL_LOSS], layout="onnx")
     except onnx_ad.UnsupportedOperator as err:
         raise UnsupportedNodeError(f"onnx-ad cannot differentiate this model: {err}; the auditor "
                                    "needs every op between the weights and the logits to be "
                                    "differentiable") from err
+    try:
+        simplify_transposes(onnx.shape_inference.infer_shapes(reverse, data_prop=True))
+    except Exception:  # shapes unknown: the graph stays as onnx-ad made it
+        return reverse
+    inferred = onnx.shape_inference.infer_shapes(reverse, data_prop=True)
+    simplify_transposes(inferred)
+    return inferred
 
 
 def _check_training_mode(m: onnx.ModelProto) -> None:
@@ -491,4 +501,36 @@ def split_grouped_convs(m: onnx.ModelProto, params: set[str]) -> int:
     del g.node[:]
     g.node.extend(nodes)
     del inits
+    return count
+
+
+def simplify_transposes(m: onnx.ModelProto) -> int:
+    """Replace every Transpose that only moves size-1 axes by a Reshape (a free view).
+
+    onnx-ad moves the seed axis (size 1 here: one seed) to the front and back around
+    convolutions; ONNX Runtime would copy the whole tensor each time. Needs inferred
+    static shapes; Transposes of unknown shape are left alone. Returns the count.
+    """
+    shapes: dict[str, list[int]] = {}
+    for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = [d.dim_value for d in dims]
+    nodes, count = [], 0
+    for node in m.graph.node:
+        shape = shapes.get(node.input[0]) if node.op_type == "Transpose" else None
+        if shape is not None:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(len(shape)))[::-1])
+            moved = [p for p in perm if shape[p] != 1]
+            if moved == sorted(moved):
+                target = f"{node.output[0]}/auditor_shape"
+                m.graph.initializer.append(numpy_helper.from_array(
+                    np.array([shape[p] for p in perm], dtype=np.int64), target))
+                nodes.append(helper.make_node("Reshape", [node.input[0], target], list(node.output),
+                                              name=f"{node.name}/as_reshape"))
+                count += 1
+                continue
+        nodes.append(node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
     return count
