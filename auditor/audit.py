@@ -307,8 +307,11 @@ def run_audit(model: Any, data: Any, options: AuditOptions | None = None, *, gra
     """
     from .data import check_dataset
 
+    from .graph import check_gradient_support
+
     options = options or AuditOptions()
     say = log or (lambda message: None)
+    check_gradient_support(model)  # an op without a reverse rule fails here, before any work
     timings: dict[str, float] = {}
     start = time.perf_counter()
     k = model.n_classes

@@ -317,7 +317,6 @@ def report(
     """Render report.html again from RESULTS (no model or data needed)."""
     from .audit import AuditResult
     from .errors import ResultsError
-    from .report import render_report
 
     if not results.is_file():
         raise ResultsError(f"results file '{results}' does not exist; run `auditor audit` first")
@@ -325,6 +324,8 @@ def report(
         data = json.loads(results.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ResultsError(f"'{results}' is not valid JSON ({err}); run `auditor audit` again") from err
+    from .report import render_report
+
     render_report(AuditResult.from_dict(data), out)
     typer.echo(f"wrote {out}")
 

@@ -29,6 +29,7 @@ __all__ = [
     "evaluation_graph",
     "perturbation_graph",
     "gradient_graph",
+    "check_gradient_support",
     "split_grouped_convs",
     "LOGITS",
     "LABELS",
@@ -45,6 +46,7 @@ PREDICTION = "auditor_prediction"  # argmax, ties to the lowest index, [B]
 TARGET = "auditor_target"  # per-sample class weights for the gradient loss, [B, K]
 TOTAL_LOSS = "auditor_total_loss"  # scalar, the differentiated loss
 TARGET_OPSET = 17
+MAX_IR_VERSION = 10  # read by every onnxruntime >= 1.20
 _CONSTANT_SOURCES = ("Constant",)
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Bernoulli", "Multinomial"}
@@ -112,8 +114,10 @@ def canonicalize(proto: onnx.ModelProto, *, logits_name: str) -> tuple[onnx.Mode
     data_inputs = [v for v in graph.input if v.name not in inits]
     del graph.input[:]
     graph.input.extend(data_inputs)
+    # IR >= 4 (initializers need not be inputs), and no newer than ONNX Runtime reads:
+    # exporters stamp the newest IR onnx knows even when the graph uses nothing of it.
     required = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-    model.ir_version = max(model.ir_version, required, 4)
+    model.ir_version = max(required, 4, min(model.ir_version, MAX_IR_VERSION))
     del graph.value_info[:]  # stale after the edits; re-inferred where needed
     _prune(model, [o.name for o in graph.output] + [logits_name])
     return model, notes, sources
@@ -428,6 +432,14 @@ def _check_training_mode(m: onnx.ModelProto) -> None:
             raise UnsupportedNodeError(
                 f"node {node.name or node.output[0]!r} (BatchNormalization) has training_mode=1; the "
                 "auditor needs an inference graph. Export again after calling model.eval()")
+
+
+def check_gradient_support(model: Any) -> None:
+    """Fail early, before any work, when a node between θ and the logits has no reverse rule."""
+    from onnx_ad.rules import REVERSE
+
+    _check_training_mode(model.proto)
+    _check_differentiable(model.proto, model.parameter_names, REVERSE)
 
 
 def _check_differentiable(m: onnx.ModelProto, params: Sequence[str], rules: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from . import graph as G
-from .errors import OptionError
+from .errors import ModelError, OptionError
 from .progress import Progress
 
 __all__ = [
@@ -140,7 +140,14 @@ def make_session(model: onnx.ModelProto | bytes, device: str, *, threads: int = 
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     providers = [_CUDA, _CPU] if device == "cuda" else [_CPU]
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=providers)
+    try:
+        return ort.InferenceSession(data, options, providers=providers)
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+            ort.capi.onnxruntime_pybind11_state.NotImplemented, ort.capi.onnxruntime_pybind11_state.InvalidArgument
+            ) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"ONNX Runtime cannot run this model ({first[:300]}); check that it loads with "
+                         "onnxruntime.InferenceSession and uses standard ONNX ops") from err
 
 
 def run_once(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], output: str) -> np.ndarray:

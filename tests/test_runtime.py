@@ -1,0 +1,106 @@
+"""Runtime: providers, perturbation strategies against an independent float64 evaluation.
+
+ENGINEERING.md's trap: a perturbation path that silently runs the original weights. Every
+strategy is checked to (a) move the losses and (b) equal an independent evaluation, on a
+model with Conv and BatchNormalization weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import auditor
+from auditor.errors import OptionError
+from auditor.runtime import Evaluator, _cuda_works, predict_logits, resolve_provider
+
+from .conftest import ZOO, zoo_entry
+
+CONV_MODELS = [z["name"] for z in ZOO if z["name"] in ("cnn_bn", "resblock", "depthwise", "nhwc_folded_bn")]
+
+
+def _reference():  # type: ignore[no-untyped-def]
+    from . import reference
+
+    return reference
+
+
+@pytest.mark.parametrize("name", CONV_MODELS)
+@pytest.mark.parametrize("strategy", ["inputs", "rebuild"])
+def test_perturbed_losses_equal_an_independent_evaluation(name: str, strategy: str) -> None:
+    ref = _reference()
+    z = zoo_entry(name)
+    model = auditor.load_model(z["path"])
+    x, y = z["x"], z["y"]
+    rng = np.random.default_rng(0)
+    direction = {p.name: rng.standard_normal(p.shape).astype(np.float32) * 0.05 for p in model.parameters}
+    ev = Evaluator(model, x, y, strategy=strategy, batch_size=16)
+    ev.set_directions([direction])
+    base = ev.evaluate([0.0]).loss
+    proto = __import__("onnx").load(z["path"])
+    weights = model.weights()
+    for alpha in (0.5, -1.0):
+        stats = ev.evaluate([alpha])
+        overrides = {n: weights[n] + alpha * direction[n] for n in direction}
+        logits = ref.reference_logits(proto, x, z["logits"], z["logits_kind"], overrides=overrides)
+        expected = ref.class_losses(logits, y, model.n_classes)
+        np.testing.assert_allclose(stats.loss, expected, rtol=1e-4, atol=1e-5)
+        assert np.max(np.abs(stats.loss - base)) > 1e-3  # the weights really moved
+
+
+def test_two_directions_add(small_mlp: dict) -> None:
+    from . import numpy_mlp as nref
+
+    model = auditor.load_model(small_mlp["path"])
+    rng = np.random.default_rng(2)
+    d0 = {p.name: rng.standard_normal(p.shape).astype(np.float32) for p in model.parameters}
+    d1 = {p.name: rng.standard_normal(p.shape).astype(np.float32) for p in model.parameters}
+    for strategy in ("inputs", "rebuild"):
+        ev = Evaluator(model, small_mlp["x"], small_mlp["y"], n_directions=2, strategy=strategy)
+        ev.set_directions([d0, d1])
+        got = ev.evaluate([0.1, -0.2]).loss
+        step = {n: 0.1 * d0[n] - 0.2 * d1[n] for n in d0}
+        expected = nref.class_losses(nref.moved(small_mlp["weights"], step, 1.0), small_mlp["x"], small_mlp["y"], 4)
+        np.testing.assert_allclose(got, expected, rtol=2e-5)
+
+
+def test_auto_strategy_picks_one_and_records_timings(small_mlp: dict) -> None:
+    model = auditor.load_model(small_mlp["path"])
+    ev = Evaluator(model, small_mlp["x"], small_mlp["y"], strategy="auto")
+    ev.set_directions([{}])
+    ev.evaluate([0.0])
+    assert ev.strategy in ("inputs", "rebuild")
+    assert set(ev.timings) >= {"estimated_step_inputs_s", "estimated_step_rebuild_s"}
+
+
+def test_provider_resolution() -> None:
+    assert resolve_provider("cpu") == "cpu"
+    assert resolve_provider("auto") == ("cuda" if _cuda_works() else "cpu")
+    with pytest.raises(OptionError, match="unknown provider"):
+        resolve_provider("tpu")
+
+
+def test_fixed_batch_model_runs_one_sample_at_a_time() -> None:
+    ref = _reference()
+    z = zoo_entry("old_export")
+    model = auditor.load_model(z["path"])
+    assert model.fixed_batch == 1
+    got = predict_logits(model, z["x"])
+    expected = ref.reference_logits(__import__("onnx").load(z["path"]), z["x"], z["logits"], z["logits_kind"])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_works(), reason="no working CUDA provider on this host (CPU-only machine)")
+def test_cuda_matches_cpu() -> None:
+    z = zoo_entry("resblock")
+    model = auditor.load_model(z["path"])
+    data = auditor.Dataset(z["x"], z["y"])
+    dirs = auditor.ego_directions(model, data, provider="cpu")
+    cpu = auditor.cross_class_test(model, data, dirs, [-0.1, 0.0, 0.1], provider="cpu")
+    gpu = auditor.cross_class_test(model, data, dirs, [-0.1, 0.0, 0.1], provider="cuda", strategy="inputs")
+    assert gpu.provider == "cuda"
+    np.testing.assert_allclose(gpu.loss, cpu.loss, rtol=1e-3, atol=1e-4)
+    g_gpu = auditor.class_gradients(model, data, provider="cuda")
+    g_cpu = auditor.class_gradients(model, data, provider="cpu")
+    np.testing.assert_allclose(g_gpu.flat, g_cpu.flat, rtol=1e-3, atol=1e-5 * np.abs(g_cpu.flat).max())
