@@ -75,9 +75,10 @@ class Dataset:
             raise DataError(f"{self.source}: x has {len(x)} samples but y has {len(y)} labels; they must match")
         if len(y) == 0:
             raise DataError(f"{self.source}: the data set is empty")
-        x = np.ascontiguousarray(x)
+        # Views, so marking them read-only never touches the caller's arrays.
+        x = np.ascontiguousarray(x).view()
         x.flags.writeable = False
-        y = np.ascontiguousarray(y)
+        y = np.ascontiguousarray(y).view()
         y.flags.writeable = False
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
