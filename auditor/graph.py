@@ -539,7 +539,7 @@ def simplify_transposes(m: onnx.ModelProto) -> int:
                 m.graph.initializer.append(numpy_helper.from_array(
                     np.array([shape[p] for p in perm], dtype=np.int64), target))
                 nodes.append(helper.make_node("Reshape", [node.input[0], target], list(node.output),
-                                              name=f"{node.name}/as_reshape"))
+                                              name=f"{node.name or node.output[0]}/as_reshape"))
                 count += 1
                 continue
         nodes.append(node)

@@ -366,9 +366,35 @@ def _find_logits(proto: onnx.ModelProto, path: Path) -> tuple[str, str, str]:
     dims = _dims(out)
     if node is not None and node.op_type == "Sigmoid" and (not dims or dims[1] is None):
         return out.name, node.input[0], "sigmoid"
-    if "prob" in out.name.lower():
+    if _looks_like_probabilities(proto, out.name):
         return out.name, out.name, "probabilities"
     return out.name, out.name, "logits"
+
+
+def _looks_like_probabilities(proto: onnx.ModelProto, output: str) -> bool:
+    """Probabilities with no Softmax upstream: rows in [0, 1] summing to 1 on random inputs.
+
+    Names are no guide (model-zoo outputs called "prob" hold logits, and the reverse), so
+    the model is run on a few standard-normal inputs. Without static input dimensions the
+    name decides.
+    """
+    inits = {t.name for t in proto.graph.initializer}
+    value = next(v for v in proto.graph.input if v.name not in inits)
+    dims = _dims(value)
+    if not dims or any(d is None for d in dims[1:]):
+        return "prob" in output.lower()
+    from .runtime import run_once
+
+    batch = dims[0] or 4
+    rng = np.random.default_rng(0)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    try:
+        p = run_once(proto, {value.name: rng.standard_normal((batch, *dims[1:])).astype(dtype)}, output)
+    except Exception:  # cannot run it here: the runtime will say why later
+        return "prob" in output.lower()
+    p = np.asarray(p, dtype=np.float64).reshape(batch, -1)
+    return bool(p.shape[1] > 1 and np.all(p >= -1e-6) and np.all(p <= 1 + 1e-6)
+                and np.allclose(p.sum(axis=1), 1.0, atol=1e-3))
 
 
 def _parameters(proto: onnx.ModelProto, logits_name: str, exclude: Sequence[str],

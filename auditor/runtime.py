@@ -154,6 +154,7 @@ def run_once(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], output: st
     """Evaluate one tensor of a model on CPU (for shape discovery)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    m.ir_version = min(m.ir_version, G.MAX_IR_VERSION)
     del m.graph.output[:]
     m.graph.output.append(onnx.helper.make_empty_tensor_value_info(output))
     return np.asarray(make_session(m, "cpu").run([output], dict(feeds))[0])

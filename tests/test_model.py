@@ -91,3 +91,23 @@ def test_softmax_and_probability_heads(tmp_path: Path) -> None:
     path = make_mlp(tmp_path / "sm.onnx", random_mlp_weights(4, 5, 3), softmax=True)
     model = auditor.load_model(path)
     assert model.logits_kind == "softmax_input" and model.logits_name == "h1" and model.output_name == "prob"
+
+
+def test_probability_output_without_softmax_is_read_as_probabilities(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Exp", ["z"], ["e"]),
+             helper.make_node("ReduceSum", ["e", "axis"], ["s"], keepdims=1),
+             helper.make_node("Div", ["e", "s"], ["scores"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 4])],
+                          [w, numpy_helper.from_array(np.array([1], np.int64), "axis")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "p.onnx")
+    model = auditor.load_model(tmp_path / "p.onnx")
+    assert model.logits_kind == "probabilities" and model.n_classes == 4
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    z = x.astype(np.float64) @ numpy_helper.to_array(w).astype(np.float64)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(predict_logits(model, x), logp, rtol=1e-5, atol=1e-5)
