@@ -26,6 +26,7 @@ from .interference import InterferenceResult, interference  # noqa: E402
 from .landscape import Flatness, InterferenceModel, flatness, interference_model  # noqa: E402
 from .confusion import ErrorShare, error_share  # noqa: E402
 from .audit import AuditOptions, AuditResult, run_audit  # noqa: E402
+from .dancing import DanceAnalysis, LabelDancingRecorder, dance_analysis, predict_checkpoints  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -38,4 +39,5 @@ __all__ = [
     "Flatness", "InterferenceModel", "flatness", "interference_model",
     "ErrorShare", "error_share",
     "AuditOptions", "AuditResult", "run_audit",
+    "DanceAnalysis", "LabelDancingRecorder", "dance_analysis", "predict_checkpoints",
 ]
