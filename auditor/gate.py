@@ -101,7 +101,7 @@ class Check:
 DEFAULT_CHECKS = (
     Check("worst_class_accuracy", warn=0.9, fail=0.5),
     Check("top_pair_error_share", warn=0.5, fail=0.9),
-    Check("max_interference", warn=2.0, fail=10.0),
+    Check("max_interference", warn=5.0, fail=50.0),
     Check("late_dance_rate", warn=0.05, fail=0.25),
 )
 
