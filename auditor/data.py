@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,33 +18,56 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, OptionError
 
-__all__ = ["Dataset", "load_data", "check_dataset", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "load_data", "check_dataset", "IMAGE_SUFFIXES", "LAYOUTS"]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+#: File suffixes read as images in an image folder; other files are skipped.
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+#: Axis orders :func:`load_data` can give image data.
+LAYOUTS = ("NCHW", "NHWC")
+
+_FORMATS = (
+    "an .npz file (arrays x, y), a .csv file with a header row, "
+    "or a folder with one subfolder of images per class"
+)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Samples ``x`` with integer labels ``y`` (and optional class names).
+    """Samples ``x`` with integer labels ``y`` and optional class names.
+
+    Arrays are converted on construction and marked read-only (views, so the caller's own
+    arrays stay writeable).
 
     Attributes
     ----------
     x : ndarray of shape (N, ...)
-        Float samples, read-only.
+        Samples, C-contiguous, read-only. Integer or boolean input becomes float32; a float
+        dtype is kept (:func:`check_dataset` casts to the model's input dtype).
     y : ndarray of shape (N,), int64
-        Labels 0..K-1, read-only.
+        Labels, read-only; class ids 0..K-1 once checked by :func:`check_dataset`.
     class_names : tuple of str or None
+        Names in label order (``class_names[c]`` names label ``c``), if known.
     source : str
-        Where the data came from (a path, or "array").
+        Where the data came from: a path, or ``"array"``.
+
+    Raises
+    ------
+    DataError
+        ``x`` is not numeric or has no sample axis, ``y`` is not one integer label per
+        sample, the lengths differ, or there are no samples.
 
     Examples
     --------
     >>> import numpy as np
     >>> d = Dataset(np.zeros((4, 2), np.float32), [0, 1, 1, 0], class_names=("a", "b"))
-    >>> len(d), d.class_counts(2).tolist()
-    (4, [2, 2])
+    >>> len(d), d.class_counts(2).tolist(), d.y.dtype
+    (4, [2, 2], dtype('int64'))
+    >>> d.stratified(1).class_counts(2).tolist()
+    [1, 1]
     """
 
     x: np.ndarray
@@ -52,276 +76,572 @@ class Dataset:
     source: str = "array"
 
     def __post_init__(self) -> None:
+        where = "data" if self.source == "array" else f"'{self.source}'"
         x = np.asarray(self.x)
         if x.dtype.kind not in "fiub":
-            raise DataError(f"{self.source}: x has dtype {x.dtype}; expected numbers (float features or images)")
+            raise DataError(f"{where}: x has dtype {x.dtype}; expected numbers (float features or images)")
         if x.dtype.kind != "f":
             x = x.astype(np.float32)
+        if x.ndim < 2:
+            raise DataError(
+                f"{where}: x has shape {x.shape}; expected (N, features...) with the sample axis first "
+                "(reshape a single feature column to (N, 1))"
+            )
         y = np.asarray(self.y)
         if y.ndim != 1:
-            raise DataError(f"{self.source}: y has shape {y.shape}; expected one label per sample, shape (N,)")
+            raise DataError(f"{where}: y has shape {y.shape}; expected one label per sample, shape (N,)")
         if y.dtype.kind == "f":
-            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-                raise DataError(f"{self.source}: y holds non-integer values; labels must be class ids 0..K-1")
-            y = y.astype(np.int64)
-        elif y.dtype.kind in "iub":
-            y = y.astype(np.int64)
-        else:
-            raise DataError(f"{self.source}: y has dtype {y.dtype}; labels must be integers 0..K-1 "
-                            "(load string labels with load_data, which maps class names)")
-        if x.ndim < 2:
-            raise DataError(f"{self.source}: x has shape {x.shape}; expected (N, features...) with a sample axis first")
+            whole = np.isfinite(y) & (y == np.round(y))
+            if not whole.all():
+                first = int(np.flatnonzero(~whole)[0])
+                raise DataError(
+                    f"{where}: y holds {int((~whole).sum())} non-integer labels "
+                    f"(first: {float(y[first]):g} at sample {first}); labels must be class ids 0..K-1"
+                )
+        elif y.dtype.kind not in "iub":
+            raise DataError(
+                f"{where}: y has dtype {y.dtype}; labels must be integers 0..K-1 "
+                "(load string labels with load_data, which maps class names to ids)"
+            )
+        y = y.astype(np.int64)
         if len(x) != len(y):
-            raise DataError(f"{self.source}: x has {len(x)} samples but y has {len(y)} labels; they must match")
+            raise DataError(
+                f"{where}: x has {len(x)} samples but y has {len(y)} labels; give one label per sample"
+            )
         if len(y) == 0:
-            raise DataError(f"{self.source}: the data set is empty")
+            raise DataError(f"{where}: the data set has no samples; give at least one labelled sample")
         # Views, so marking them read-only never touches the caller's arrays.
         x = np.ascontiguousarray(x).view()
-        x.flags.writeable = False
         y = np.ascontiguousarray(y).view()
-        y.flags.writeable = False
+        x.flags.writeable = y.flags.writeable = False
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        object.__setattr__(self, "source", str(self.source))
 
     def __len__(self) -> int:
         return len(self.y)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
-        """Samples per class, ``[K]`` int64."""
-        return np.bincount(self.y[(self.y >= 0) & (self.y < n_classes)], minlength=n_classes).astype(np.int64)
+        """Samples per class.
+
+        Parameters
+        ----------
+        n_classes : int
+            K, the number of classes of the model.
+
+        Returns
+        -------
+        ndarray of shape (K,), int64
+            ``counts[c] = |D_c|``; labels outside 0..K-1 are not counted.
+        """
+        inside = self.y[(self.y >= 0) & (self.y < n_classes)]
+        return np.bincount(inside, minlength=n_classes).astype(np.int64)
 
     def subset(self, indices: Any) -> Dataset:
+        """The samples at ``indices`` (integer indices or a boolean mask), keeping names and source.
+
+        Parameters
+        ----------
+        indices : array-like of int or bool
+
+        Returns
+        -------
+        Dataset
+        """
         idx = np.asarray(indices)
         return Dataset(self.x[idx], self.y[idx], self.class_names, self.source)
 
     def stratified(self, max_per_class: int, seed: int = 0) -> Dataset:
-        """At most ``max_per_class`` samples of each class, chosen at random (seeded), original order kept."""
+        """At most ``max_per_class`` samples of each class, in their original order.
+
+        Parameters
+        ----------
+        max_per_class : int
+            Classes with more samples are subsampled at random without replacement.
+        seed : int, default=0
+            Seed of the subsampling; the same seed gives the same samples.
+
+        Returns
+        -------
+        Dataset
+            ``self`` when no class has more than ``max_per_class`` samples.
+
+        Raises
+        ------
+        OptionError
+            ``max_per_class`` is below 1.
+        """
+        if max_per_class < 1:
+            raise OptionError(f"max per class must be >= 1, got {max_per_class}")
+        labels, counts = np.unique(self.y, return_counts=True)
+        if counts.max() <= max_per_class:
+            return self
         rng = np.random.default_rng(seed)
         keep = []
-        for c in np.unique(self.y):
+        for c, n in zip(
+            labels, counts, strict=True
+        ):  # labels ascending: the draws do not depend on sample order
             idx = np.flatnonzero(self.y == c)
-            keep.append(idx if len(idx) <= max_per_class else rng.choice(idx, max_per_class, replace=False))
+            keep.append(idx if n <= max_per_class else rng.choice(idx, max_per_class, replace=False))
         return self.subset(np.sort(np.concatenate(keep)))
 
     def fingerprint(self) -> str:
-        """sha256 of the samples (shape, dtype, bytes) and labels, for reproducibility."""
+        """SHA-256 of the samples (shape, dtype, bytes) and labels, for reproducibility.
+
+        Returns
+        -------
+        str
+            64 hex digits; equal data give equal fingerprints, whatever the source.
+        """
         h = hashlib.sha256()
-        h.update(str((self.x.shape, str(self.x.dtype))).encode())
+        h.update(repr((self.x.shape, self.x.dtype.str)).encode())
         h.update(self.x.tobytes())
         h.update(self.y.tobytes())
         return h.hexdigest()
 
 
-def _labels(raw: np.ndarray, class_names: Sequence[str] | None, source: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """Integer labels from ints or class-name strings."""
-    if raw.dtype.kind in "iu":
-        return raw.astype(np.int64), tuple(class_names) if class_names is not None else None
-    if raw.dtype.kind == "f":
-        return raw, tuple(class_names) if class_names is not None else None
-    values = [str(v) for v in raw.tolist()]
-    if all(v.lstrip("-").isdigit() for v in values):
-        return np.array([int(v) for v in values], dtype=np.int64), tuple(class_names) if class_names else None
-    names = list(class_names) if class_names is not None else sorted(set(values))
-    index = {n: i for i, n in enumerate(names)}
-    unknown = sorted(set(values) - set(index))
-    if unknown:
-        raise DataError(f"{source}: labels {unknown[:5]} are not among the class names {names[:10]}; give the full "
-                        "class list or fix the labels")
-    return np.array([index[v] for v in values], dtype=np.int64), tuple(names)
+# ----------------------------------------------------------------------------- loading
 
 
-def load_data(path: str | os.PathLike[str], *, label_column: str = "label", image_size: tuple[int, int] | None = None,
-              layout: str = "NCHW", scale: float = 1 / 255, mean: Sequence[float] | None = None,
-              std: Sequence[float] | None = None, grayscale: bool = False,
-              class_names: Sequence[str] | None = None) -> Dataset:
+def load_data(
+    path: str | os.PathLike[str],
+    *,
+    label_column: str = "label",
+    image_size: tuple[int, int] | None = None,
+    layout: str = "NCHW",
+    scale: float = 1 / 255,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    grayscale: bool = False,
+    class_names: Sequence[str] | None = None,
+) -> Dataset:
     """Read labelled data from an ``.npz`` file, an image folder or a ``.csv`` file.
 
     Parameters
     ----------
     path : path-like
-        ``.npz`` with ``x``, ``y`` and optional ``class_names`` (read without pickle); a
-        directory with one subfolder of images per class; or a ``.csv`` with a header row.
+        An ``.npz`` file with arrays ``x``, ``y`` and optionally ``class_names`` (read
+        without pickle); a directory with one subfolder of images per class; or a ``.csv``
+        file with a header row.
     label_column : str, default="label"
-        CSV: the column holding the labels (ids or class names); every other column is a
-        numeric feature.
+        CSV: the column holding the labels; every other column is a numeric feature.
     image_size : (int, int), optional
-        Images: resize to (height, width). Needed when the images differ in size.
+        Images: resize every image to (height, width), bilinear. Needed when the images
+        differ in size.
     layout : {"NCHW", "NHWC"}, default="NCHW"
+        Images: the axis order of ``x``.
     scale : float, default=1/255
-        Images: pixel values are multiplied by this, then normalised by mean/std.
+        Images: pixel values (0..255) are multiplied by this before normalisation.
     mean, std : sequence of float, optional
-        Per-channel normalisation of images.
+        Images: per-channel normalisation ``(x * scale - mean) / std``; one value, or one
+        per channel.
     grayscale : bool, default=False
-        Images: read as one channel.
+        Images: read as one channel (Pillow mode ``L``) instead of RGB.
     class_names : sequence of str, optional
-        Class names in label order (overrides the file's).
+        Class names in label order. They fix the ids of string labels and of image
+        subfolders, and override names stored in the file.
 
     Returns
     -------
     Dataset
+        ``x`` float32, ``y`` int64. String labels and image subfolders are mapped to ids in
+        the order of ``class_names``, or else of the sorted names found.
 
     Raises
     ------
     DataError
-        Missing file, unknown format, missing keys or columns, unreadable images.
+        Missing path, unknown format, missing keys or columns, pickled arrays, unreadable
+        or differently sized images, an empty class folder, labels not among the names.
+    OptionError
+        A bad ``layout``, ``image_size``, ``mean`` or ``std``.
     """
+    if layout not in LAYOUTS:
+        raise OptionError(f"unknown image layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file '{p}' does not exist; check the path")
+    names = None if class_names is None else [str(n) for n in class_names]
+    if names is not None and len(set(names)) != len(names):
+        raise OptionError(f"class names {names} repeat a name; give each class a distinct name")
     if p.is_dir():
-        return _load_images(p, image_size=image_size, layout=layout, scale=scale, mean=mean, std=std,
-                            grayscale=grayscale, class_names=class_names)
+        return _load_images(
+            p,
+            image_size=image_size,
+            layout=layout,
+            scale=scale,
+            mean=mean,
+            std=std,
+            grayscale=grayscale,
+            class_names=names,
+        )
     suffix = p.suffix.lower()
     if suffix == ".npz":
-        return _load_npz(p, class_names)
+        return _load_npz(p, names)
     if suffix == ".csv":
-        return _load_csv(p, label_column, class_names)
-    raise DataError(f"'{p}': unsupported data format '{suffix or p.name}'; give an .npz file (x, y), a .csv file "
-                    "or a folder of images with one subfolder per class")
+        return _load_csv(p, label_column, names)
+    raise DataError(f"'{p}': unsupported data format '{suffix or p.name}'; give {_FORMATS}")
 
 
-def _load_npz(p: Path, class_names: Sequence[str] | None) -> Dataset:
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            keys = set(f.files)
-            if not {"x", "y"} <= keys:
-                raise DataError(f"'{p}' has arrays {sorted(keys)}; expected 'x' (samples) and 'y' (labels), "
-                                "optionally 'class_names'")
-            x, raw_y = f["x"], f["y"]
-            names = class_names
-            if names is None and "class_names" in keys:
-                names = [str(n) for n in f["class_names"].tolist()]
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise DataError(f"'{p}' holds Python objects (pickled arrays); the auditor reads plain arrays only. "
-                            "Save x as a float array and y as an int or string array") from err
-        raise DataError(f"'{p}' is not a readable .npz file ({err})") from err
-    except (OSError, EOFError) as err:
-        raise DataError(f"'{p}' is not a readable .npz file ({err})") from err
-    y, names_t = _labels(raw_y, names, str(p))
-    return Dataset(x, y, names_t, str(p))
+def _as_text(values: np.ndarray) -> list[str]:
+    """Strings from a unicode or bytes array."""
+    if values.dtype.kind == "S":
+        return [v.decode("utf-8", "replace") for v in values.tolist()]
+    return [str(v) for v in values.tolist()]
 
 
-def _load_csv(p: Path, label_column: str, class_names: Sequence[str] | None) -> Dataset:
-    with open(p, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
+def _labels(
+    raw: np.ndarray, class_names: list[str] | None, source: str
+) -> tuple[np.ndarray, list[str] | None]:
+    """Labels as ids: integers pass through, class-name strings map to their index."""
+    if raw.dtype.kind in "iubf":
+        return raw, class_names  # Dataset rejects non-integer floats
+    if raw.dtype.kind not in "US":
+        raise DataError(
+            f"{source}: labels have dtype {raw.dtype}; expected integer class ids or class-name strings"
+        )
+    values = [v.strip() for v in _as_text(raw)]
+    if class_names is not None and set(values) <= set(class_names):
+        index = {n: i for i, n in enumerate(class_names)}
+        return np.array([index[v] for v in values], dtype=np.int64), class_names
+    numbers = _integers(values)
+    if numbers is not None:  # "3" or "3.0": ids written as text (CSV)
+        return numbers, class_names
+    names = class_names if class_names is not None else sorted(set(values))
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise DataError(
+            f"{source}: labels {unknown[:5]} are not among the class names {names[:10]}; give the full "
+            "class list or fix the labels"
+        )
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def _integers(values: list[str]) -> np.ndarray | None:
+    """The values as int64 if every one is a whole number, else None."""
+    out = []
+    for v in values:
         try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise DataError(f"'{p}' is empty; expected a header row and one row per sample") from None
-        if label_column not in header:
-            raise DataError(f"'{p}' has no column '{label_column}' (columns: {', '.join(header[:20])}); "
-                            "name the label column with --label-column")
-        li = header.index(label_column)
-        rows, labels = [], []
-        for n, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"'{p}' line {n} has {len(row)} fields; the header has {len(header)}")
-            labels.append(row[li].strip())
-            try:
-                rows.append([float(v) for i, v in enumerate(row) if i != li])
-            except ValueError as err:
-                raise DataError(f"'{p}' line {n}: a feature is not a number ({err}); every column but "
-                                f"'{label_column}' must be numeric") from err
+            f = float(v)
+        except ValueError:
+            return None
+        if not math.isfinite(f) or f != round(f):
+            return None
+        out.append(int(f))
+    return np.array(out, dtype=np.int64)
+
+
+def _load_npz(p: Path, class_names: list[str] | None) -> Dataset:
+    try:
+        archive = np.load(p, allow_pickle=False)
+    except ValueError as err:  # numpy: "Cannot load file containing pickled data when allow_pickle=False"
+        raise DataError(
+            f"'{p}' holds pickled Python objects; the auditor reads plain arrays only: save with "
+            "np.savez(path, x=float_array, y=int_or_str_array)"
+        ) from err
+    except (OSError, EOFError) as err:
+        raise DataError(
+            f"'{p}' is not a readable .npz file ({err}); save it with np.savez(path, x=..., y=...)"
+        ) from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"'{p}' holds a single array, not an .npz archive; save it with np.savez(path, x=..., y=...)"
+        )
+    with archive:
+        keys = sorted(archive.files)
+        if "x" not in keys or "y" not in keys:
+            raise DataError(
+                f"'{p}' has arrays {keys}; expected 'x' (samples) and 'y' (labels), optionally "
+                "'class_names': save with np.savez(path, x=..., y=...)"
+            )
+        try:
+            x, raw_y = archive["x"], archive["y"]
+            stored = archive["class_names"] if "class_names" in keys else None
+        except ValueError as err:  # "Object arrays cannot be loaded when allow_pickle=False"
+            raise DataError(
+                f"'{p}' holds object arrays (pickled Python objects); the auditor reads plain arrays "
+                "only: save x as a float array and y as an int or str array"
+            ) from err
+        except (OSError, EOFError) as err:
+            raise DataError(f"'{p}' is not a readable .npz file ({err}); save it with np.savez") from err
+    names = class_names
+    if names is None and stored is not None:
+        names = [v.strip() for v in _as_text(np.atleast_1d(stored))]
+    y, names = _labels(raw_y, names, f"'{p}'")
+    return Dataset(x, y, None if names is None else tuple(names), str(p))
+
+
+def _load_csv(p: Path, label_column: str, class_names: list[str] | None) -> Dataset:
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            table = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(
+            f"'{p}' is not a readable CSV file ({err}); save it as UTF-8 text with a header row"
+        ) from err
+    if not table:
+        raise DataError(f"'{p}' is empty; expected a header row and one row per sample")
+    header = [h.strip() for h in table[0]]
+    if label_column not in header:
+        shown = ", ".join(header[:20]) + (", ..." if len(header) > 20 else "")
+        raise DataError(
+            f"'{p}' has no column '{label_column}' (columns: {shown}); name the label column with "
+            "--label-column"
+        )
+    if len(header) < 2:
+        raise DataError(
+            f"'{p}' has only the label column '{label_column}'; expected numeric feature columns too"
+        )
+    li = header.index(label_column)
+    rows, labels = [], []
+    for n, row in enumerate(table[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(
+                f"'{p}' row {n} has {len(row)} fields but the header has {len(header)}; fix that row"
+            )
+        labels.append(row[li].strip())
+        try:
+            rows.append([float(v) for i, v in enumerate(row) if i != li])
+        except ValueError as err:
+            raise DataError(
+                f"'{p}' row {n}: {err}; every column but '{label_column}' must be numeric"
+            ) from err
     if not rows:
-        raise DataError(f"'{p}' has a header but no samples")
-    y, names = _labels(np.array(labels), class_names, str(p))
-    return Dataset(np.array(rows, dtype=np.float32), y, names, str(p))
+        raise DataError(f"'{p}' has a header but no samples; expected one row per sample")
+    y, names = _labels(np.array(labels), class_names, f"'{p}'")
+    return Dataset(np.array(rows, dtype=np.float32), y, None if names is None else tuple(names), str(p))
 
 
-def _load_images(root: Path, *, image_size: tuple[int, int] | None, layout: str, scale: float,
-                 mean: Sequence[float] | None, std: Sequence[float] | None, grayscale: bool,
-                 class_names: Sequence[str] | None) -> Dataset:
+def _channel_values(values: Sequence[float] | None, label: str, channels: int) -> np.ndarray | None:
+    """``mean``/``std`` as a float32 vector that broadcasts over the channel axis."""
+    if values is None:
+        return None
+    arr = np.asarray(values, dtype=np.float32).reshape(-1)
+    if len(arr) not in (1, channels):
+        raise OptionError(
+            f"--{label} has {len(arr)} values but the images have {channels} channel(s); give 1 or "
+            f"{channels} values"
+        )
+    if label == "std" and not np.all(arr > 0):
+        raise OptionError(f"--std must be positive, got {arr.tolist()}")
+    return arr
+
+
+def _load_images(
+    root: Path,
+    *,
+    image_size: tuple[int, int] | None,
+    layout: str,
+    scale: float,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    grayscale: bool,
+    class_names: list[str] | None,
+) -> Dataset:
     from PIL import Image
 
-    if layout not in ("NCHW", "NHWC"):
-        raise DataError(f"unknown image layout {layout!r}; choose NCHW or NHWC")
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if image_size is not None:
+        if len(image_size) != 2 or not all(isinstance(s, int | np.integer) and s > 0 for s in image_size):
+            raise OptionError(f"image size must be two positive integers (height, width), got {image_size!r}")
+    channels = 1 if grayscale else 3
+    mean_v = _channel_values(mean, "mean", channels)
+    std_v = _channel_values(std, "std", channels)
+    # Hidden folders (.ipynb_checkpoints, .git) are not classes.
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not folders:
-        raise DataError(f"'{root}' has no class subfolders; an image folder needs one subfolder of images per class")
-    names = list(class_names) if class_names is not None else folders
+        raise DataError(
+            f"'{root}' has no class subfolders; an image folder needs one subfolder of images per class"
+        )
+    names = class_names if class_names is not None else folders
     unknown = sorted(set(folders) - set(names))
     if unknown:
-        raise DataError(f"'{root}': subfolders {unknown} are not among the class names")
-    images, labels = [], []
+        raise DataError(
+            f"'{root}': subfolders {unknown} are not among the class names {names[:10]}; give every "
+            "class name or remove those folders"
+        )
+    index = {n: i for i, n in enumerate(names)}
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    files_of: list[Path] = []
     for name in folders:
-        files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            f
+            for f in (root / name).iterdir()
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+        )
         if not files:
-            raise DataError(f"'{root / name}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); remove the "
-                            "empty class folder or add its images")
+            raise DataError(
+                f"'{root / name}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add its images "
+                "or remove the empty class folder"
+            )
         for f in files:
             try:
                 with Image.open(f) as im:
                     im = im.convert("L" if grayscale else "RGB")
                     if image_size is not None:
-                        im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+                        im = im.resize((int(image_size[1]), int(image_size[0])), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32)
-            except OSError as err:
-                raise DataError(f"cannot read image '{f}' ({err})") from err
-            images.append(arr if arr.ndim == 3 else arr[:, :, None])
-            labels.append(names.index(name))
-    sizes = {a.shape for a in images}
+            except (OSError, ValueError) as err:
+                raise DataError(f"cannot read image '{f}' ({err}); remove or replace it") from err
+            images.append(arr.reshape(arr.shape[0], arr.shape[1], channels))
+            labels.append(index[name])
+            files_of.append(f)
+    sizes = sorted({a.shape[:2] for a in images})
     if len(sizes) > 1:
-        raise DataError(f"'{root}': images have different sizes ({sorted(sizes)[:3]}...); pass --image-size HxW "
-                        "to resize them")
-    x = np.stack(images) * np.float32(scale)  # NHWC
-    c = x.shape[-1]
-    for label, values in (("mean", mean), ("std", std)):
-        if values is not None and len(values) not in (1, c):
-            raise DataError(f"--{label} has {len(values)} values; the images have {c} channels")
-    if mean is not None:
-        x = x - np.asarray(mean, dtype=np.float32)
-    if std is not None:
-        x = x / np.asarray(std, dtype=np.float32)
+        first = next(f for f, a in zip(files_of, images, strict=True) if a.shape[:2] == sizes[-1])
+        raise DataError(
+            f"'{root}': images differ in size ({len(sizes)} sizes (H, W), e.g. {sizes[0]} and "
+            f"{sizes[-1]} in '{first.name}'); pass image_size (--image-size HxW) to resize them"
+        )
+    x = np.stack(images)  # (N, H, W, C)
+    x *= np.float32(scale)
+    if mean_v is not None:
+        x -= mean_v
+    if std_v is not None:
+        x /= std_v
     if layout == "NCHW":
         x = x.transpose(0, 3, 1, 2)
-    return Dataset(np.ascontiguousarray(x, dtype=np.float32), np.array(labels), tuple(names), str(root))
+    return Dataset(
+        np.ascontiguousarray(x, dtype=np.float32), np.array(labels, dtype=np.int64), tuple(names), str(root)
+    )
 
 
-def check_dataset(data: Dataset, *, input_shape: Sequence[int | None], input_dtype: Any, n_classes: int,
-                  class_names: Sequence[str] | None = None, name: str = "data") -> Dataset:
-    """Check ``data`` against the model's input and classes; cast to the input dtype once.
+# ----------------------------------------------------------------------------- checking
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    """``(1, 8, 8)``, with ``?`` for a dynamic dim."""
+    parts = ["?" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def _fits(sample: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    """Whether a sample shape matches the model's (``None`` matches any size)."""
+    return len(sample) == len(expected) and all(
+        e is None or e == s for s, e in zip(sample, expected, strict=True)
+    )
+
+
+def _shape_hint(sample: tuple[int, ...], expected: tuple[int | None, ...]) -> str:
+    """What to do about a sample shape the model does not take."""
+    if len(sample) == 3 and len(expected) == 3:
+        c, h, w = sample
+        if _fits((h, w, c), expected):
+            return "the data look NCHW and the model NHWC: load images with --layout NHWC or transpose x"
+        if _fits((sample[2], sample[0], sample[1]), expected):
+            return "the data look NHWC and the model NCHW: load images with --layout NCHW or transpose x"
+    if all(e is not None for e in expected) and math.prod(sample) == math.prod(
+        e for e in expected if e is not None
+    ):
+        dims = ", ".join(str(e) for e in expected)
+        return f"it has as many values per sample: reshape x to (N, {dims})"
+    return "reshape the data to the model's input"
+
+
+def check_dataset(
+    data: Dataset,
+    *,
+    input_shape: Sequence[int | None],
+    input_dtype: Any,
+    n_classes: int,
+    class_names: Sequence[str] | None = None,
+    name: str = "data",
+    input_name: str | None = None,
+) -> Dataset:
+    """Check ``data`` against the model's input and classes; cast ``x`` to the input dtype once.
+
+    Parameters
+    ----------
+    data : Dataset
+    input_shape : sequence of (int or None)
+        The model input's shape including the batch axis; ``None`` for a dynamic dim. The
+        batch axis is not checked.
+    input_dtype : numpy dtype-like
+        The model input's float dtype; ``x`` is cast to it.
+    n_classes : int
+        K, the number of model classes; labels must lie in 0..K-1.
+    class_names : sequence of str, optional
+        Names to attach; they must be K names and agree with any names the data carry.
+    name : str, default="data"
+        What to call the data in messages ("data", "gradient data").
+    input_name : str, optional
+        The model input's name, for messages.
+
+    Returns
+    -------
+    Dataset
+        ``data`` itself when nothing changes, else a copy with ``x`` cast and names attached.
 
     Raises
     ------
     DataError
-        Sample shape, label range, class names or non-finite values do not fit.
+        The sample shape does not fit, a label is outside 0..K-1, there are more or fewer
+        names than classes, or ``x`` holds NaN or inf.
+
+    Notes
+    -----
+    Classes with no samples are allowed; CONCEPTS.md, "Setting", gives them NaN entries.
+    Names carried by the data may be fewer than K (e.g. sorted folder names when some
+    classes are absent); they are kept, and consumers ignore names that are not K long.
     """
     x = data.x
-    expected = tuple(input_shape[1:])
-    sample = tuple(x.shape[1:])
-    if len(sample) != len(expected) or any(e is not None and e != s for e, s in zip(expected, sample)):
-        want = tuple("?" if e is None else e for e in expected)
-        hint = "reshape the data to the model's input"
-        if len(sample) == 3 and len(expected) == 3 and (sample[2], sample[0], sample[1]) == tuple(
-                s if e is None else e for s, e in zip((sample[2], sample[0], sample[1]), expected)):
-            hint = "the data look NHWC and the model NCHW: load images with --layout NCHW or transpose x"
-        elif len(sample) == 3 and len(expected) == 3 and (sample[1], sample[2], sample[0]) == tuple(
-                s if e is None else e for s, e in zip((sample[1], sample[2], sample[0]), expected)):
-            hint = "the data look NCHW and the model NHWC: load images with --layout NHWC or transpose x"
-        raise DataError(f"{name} x has sample shape {sample}, model input expects {want} (batch axis excluded); "
-                        f"{hint}")
+    expected = tuple(None if d is None or isinstance(d, str) else int(d) for d in input_shape[1:])
+    sample = tuple(int(s) for s in x.shape[1:])
+    if not _fits(sample, expected):
+        model = f"model input '{input_name}'" if input_name else "model input"
+        raise DataError(
+            f"{name} x has sample shape {_shape_text(sample)}, {model} expects {_shape_text(expected)} "
+            f"(batch axis excluded); {_shape_hint(sample, expected)}"
+        )
     y = data.y
     bad = (y < 0) | (y >= n_classes)
-    if np.any(bad):
+    if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{name} has {int(bad.sum())} labels outside 0..{n_classes - 1} (first: {int(y[first])} at "
-                        f"sample {first}); the model has {n_classes} classes")
-    names = class_names if class_names is not None else data.class_names
-    if names is not None and len(names) != n_classes:
-        raise DataError(f"{name} names {len(names)} classes but the model has {n_classes}; give one name per class")
+        raise DataError(
+            f"{name} has {int(bad.sum())} of {len(y)} labels outside 0..{n_classes - 1} (first: "
+            f"{int(y[first])} at sample {first}); the model has {n_classes} classes, so labels must be "
+            f"0..{n_classes - 1}"
+        )
+    names = data.class_names
+    if data.class_names is not None and len(data.class_names) > n_classes:
+        raise DataError(
+            f"{name} names {len(data.class_names)} classes but the model has {n_classes}; give "
+            f"{n_classes} class names or use data with the model's classes"
+        )
+    if class_names is not None:
+        given = tuple(str(n) for n in class_names)
+        if len(given) != n_classes:
+            raise DataError(
+                f"{len(given)} class names given but the model has {n_classes} classes; give one name per "
+                "class, in label order"
+            )
+        if data.class_names is not None:
+            clash = [i for i, n in enumerate(data.class_names) if n != given[i]]
+            if clash:
+                i = clash[0]
+                raise DataError(
+                    f"{name} calls class {i} '{data.class_names[i]}' but the class names given call it "
+                    f"'{given[i]}'; make the label order agree"
+                )
+        names = given
     finite = np.isfinite(x.reshape(len(x), -1))
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
-        raise DataError(f"{name} x holds {int((~finite).sum())} non-finite values (NaN or inf), first in sample "
-                        f"{int(rows[0])}; clean or drop those samples")
+        raise DataError(
+            f"{name} x holds {int(finite.size - np.count_nonzero(finite))} non-finite values (NaN or inf) "
+            f"in {len(rows)} samples, first in sample {int(rows[0])}; clean or drop those samples"
+        )
     dtype = np.dtype(input_dtype)
     if x.dtype != dtype:
-        data = Dataset(x.astype(dtype), y, data.class_names, data.source)
-    if names is not None and data.class_names is None:
-        data = Dataset(data.x, y, tuple(names), data.source)
-    return data
+        with np.errstate(over="ignore"):  # overflow is reported below, as a DataError
+            x = x.astype(dtype)
+        if not np.isfinite(x).all():
+            raise DataError(
+                f"{name} x overflows {dtype} (largest magnitude {float(np.abs(data.x).max()):.3g}); "
+                "scale the data to the model's input range"
+            )
+    if x is data.x and names == data.class_names:
+        return data
+    return Dataset(x, y, names, data.source)
