@@ -400,12 +400,9 @@ def gradient_graph(model: Any, batch: int, sample_shape: Sequence[int]) -> onnx.
                 d.Clear()
                 d.dim_value = int(size)
     _check_training_mode(m)
+    m = _infer(m)
     split_grouped_convs(m, set(names))
-    try:
-        m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
-    except Exception as err:
-        raise ModelError(f"shape inference failed on the gradient graph ({err}); the model may "
-                         "use a shape the auditor cannot fix statically") from err
+    m = _infer(m)
     _check_differentiable(m, names, REVERSE)
     from .conv_gradient import faster_conv_weight_gradients
 
@@ -423,6 +420,14 @@ def gradient_graph(model: Any, batch: int, sample_shape: Sequence[int]) -> onnx.
     inferred = onnx.shape_inference.infer_shapes(reverse, data_prop=True)
     simplify_transposes(inferred)
     return inferred
+
+
+def _infer(m: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception as err:
+        raise ModelError(f"shape inference failed on the gradient graph ({err}); the model may "
+                         "use a shape the auditor cannot fix statically") from err
 
 
 def _check_training_mode(m: onnx.ModelProto) -> None:
@@ -463,7 +468,11 @@ def _check_differentiable(m: onnx.ModelProto, params: Sequence[str], rules: dict
 
 
 def split_grouped_convs(m: onnx.ModelProto, params: set[str]) -> int:
-    """Rewrite every grouped Conv whose weight is a parameter as Split -> Conv per group -> Concat.
+    """Rewrite every grouped Conv whose weight is a parameter so onnx-ad can differentiate it.
+
+    Depthwise convolutions (one input channel per group, 2-D, static shapes) become
+    shifted slices times weight columns (:func:`_depthwise_nodes`); other grouped ones
+    become Split -> Conv per group -> Concat.
 
     onnx-ad refuses weight gradients of grouped Conv (ENGINEERING.md). The split is along
     the input channels (axis 1) for the data and along the output channels (axis 0) for
@@ -472,8 +481,8 @@ def split_grouped_convs(m: onnx.ModelProto, params: set[str]) -> int:
     Returns the number of convolutions rewritten.
     """
     g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in g.input}
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+              for v in list(g.input) + list(g.value_info)}
     shapes.update({t.name: list(t.dims) for t in g.initializer})
     nodes: list[onnx.NodeProto] = []
     count = 0
@@ -488,6 +497,10 @@ def split_grouped_convs(m: onnx.ModelProto, params: set[str]) -> int:
         if not w_shape:
             raise UnsupportedNodeError(f"grouped Conv {node.name!r} has a weight of unknown shape")
         c_out, c_in_group = int(w_shape[0]), int(w_shape[1])
+        depthwise = _depthwise_nodes(g, node, attrs, w_shape, shapes, f"auditor_dw{count}")
+        if depthwise is not None:
+            nodes.extend(depthwise)
+            continue
         out_group = c_out // groups
         stem = f"auditor_g{count}"
         in_sizes = f"{stem}/in_sizes"
@@ -512,8 +525,70 @@ def split_grouped_convs(m: onnx.ModelProto, params: set[str]) -> int:
         nodes.append(helper.make_node("Concat", ys, [node.output[0]], axis=1))
     del g.node[:]
     g.node.extend(nodes)
-    del inits
     return count
+
+
+def _depthwise_nodes(g: onnx.GraphProto, node: onnx.NodeProto, attrs: dict[str, Any], w_shape: Sequence[int],
+                     shapes: dict[str, list[int]], stem: str) -> list[onnx.NodeProto] | None:
+    """A depthwise Conv (one input channel per group) as kh·kw shifted slices times weight columns.
+
+    ``y[:, o] = Σ_(p,q) Xpad[:, o // m, p·d + s·i, q·d + s·j] · W[o, 0, p, q] (+ b[o])`` with
+    channel multiplier m: a handful of Slice/Mul/Add nodes however many channels there are,
+    where a split per group would emit one Conv per channel (thousands in a MobileNet).
+    Returns None (use the per-group split) unless the Conv is 2-D with static shapes.
+    """
+    x_shape, y_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
+    if (int(w_shape[1]) != 1 or len(w_shape) != 4 or not x_shape or not y_shape or len(x_shape) != 4
+            or 0 in x_shape or 0 in y_shape or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+        return None
+    groups = int(attrs["group"])
+    c_in, c_out, kh, kw = int(x_shape[1]), int(w_shape[0]), int(w_shape[2]), int(w_shape[3])
+    if groups != c_in or c_out % c_in:
+        return None
+    mult = c_out // c_in
+    sh, sw = (list(attrs.get("strides", [1, 1])) + [1, 1])[:2]
+    dh, dw = (list(attrs.get("dilations", [1, 1])) + [1, 1])[:2]
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    ho, wo = int(y_shape[2]), int(y_shape[3])
+    out: list[onnx.NodeProto] = []
+
+    def const(name: str, values: Sequence[int]) -> str:
+        g.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), f"{stem}/{name}"))
+        return f"{stem}/{name}"
+
+    x = node.input[0]
+    if any(pads):
+        out.append(helper.make_node("Pad", [x, const("pads", [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])],
+                                    [f"{stem}/xpad"], mode="constant"))
+        x = f"{stem}/xpad"
+    if mult > 1:  # input channel o // m feeds output channel o
+        out.append(helper.make_node("Gather", [x, const("channels", np.arange(c_out) // mult)], [f"{stem}/xrep"],
+                                    axis=1))
+        x = f"{stem}/xrep"
+    w = node.input[1]
+    terms = []
+    for p in range(kh):
+        for q in range(kw):
+            k = p * kw + q
+            piece = f"{stem}/x{k}"
+            out.append(helper.make_node(
+                "Slice", [x, const(f"s{k}", [p * dh, q * dw]), const(f"e{k}", [p * dh + (ho - 1) * sh + 1,
+                                                                               q * dw + (wo - 1) * sw + 1]),
+                          const("axes", [2, 3]) if k == 0 else f"{stem}/axes", const("steps", [sh, sw]) if k == 0
+                          else f"{stem}/steps"], [piece]))
+            column = f"{stem}/w{k}"
+            out.append(helper.make_node("Slice", [w, const(f"ws{k}", [p, q]), const(f"we{k}", [p + 1, q + 1]),
+                                                  const("waxes", [2, 3]) if k == 0 else f"{stem}/waxes"],
+                                        [column + "_raw"]))
+            out.append(helper.make_node("Reshape", [column + "_raw", const("wshape", [1, c_out, 1, 1]) if k == 0
+                                                    else f"{stem}/wshape"], [column]))
+            out.append(helper.make_node("Mul", [piece, column], [f"{stem}/t{k}"]))
+            terms.append(f"{stem}/t{k}")
+    if len(node.input) > 2 and node.input[2]:
+        out.append(helper.make_node("Reshape", [node.input[2], f"{stem}/wshape"], [f"{stem}/bias"]))
+        terms.append(f"{stem}/bias")
+    out.append(helper.make_node("Sum", terms, [node.output[0]], name=f"{node.name}/depthwise"))
+    return out
 
 
 def simplify_transposes(m: onnx.ModelProto) -> int:
