@@ -270,7 +270,8 @@ def _describe(data: Any, n_classes: int) -> dict[str, Any]:
             "counts": data.class_counts(n_classes).tolist(), "sample_shape": list(np.asarray(data.x).shape[1:])}
 
 
-def select_candidates(confusion: np.ndarray, conflict: np.ndarray | None, n_pairs: int) -> tuple[list[int], dict[str, Any]]:
+def select_candidates(confusion: np.ndarray, conflict: np.ndarray | None,
+                      n_pairs: int) -> tuple[list[int], dict[str, Any]]:
     """Ego classes for a large-K audit: the classes of the top pairs by confusion and conflict.
 
     Both rankings are cheap (one forward pass; one gradient pass). Returns the sorted
@@ -306,7 +307,6 @@ def run_audit(model: Any, data: Any, options: AuditOptions | None = None, *, gra
     AuditResult
     """
     from .data import check_dataset
-
     from .graph import check_gradient_support
 
     options = options or AuditOptions()

@@ -34,7 +34,8 @@ def _patch_rule(original: Any) -> Any:
         kernel = ctx.shapes.static(w)
         x_shape = ctx.shapes.static(x)
         y_shape = ctx.shapes.static(y)
-        if (spatial != 2 or attrs["group"] != 1 or getattr(ctx, "opset", 0) < 13 or kernel is None or x_shape is None or y_shape is None
+        if (spatial != 2 or attrs["group"] != 1 or getattr(ctx, "opset", 0) < 13 or kernel is None
+                or x_shape is None or y_shape is None
                 or None in kernel or None in x_shape or None in y_shape):
             return original(ctx, node, attrs, spatial, seeded)
         b = ctx.b

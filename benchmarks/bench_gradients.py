@@ -14,8 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_of, data, export, machine, residual_cnn  # noqa: E402
 

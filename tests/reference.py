@@ -93,7 +93,7 @@ def reference_logits(proto: onnx.ModelProto, x: np.ndarray, logits_name: str, lo
                      overrides: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Logits ``[N, K]`` in float64 (probabilities: log max(p, 1e-12); sigmoid: [0, z])."""
     ev, input_name = _evaluator(proto, logits_name, logits_kind, overrides)
-    dims = [d for d in next(v for v in proto.graph.input if v.name == input_name).type.tensor_type.shape.dim]
+    dims = list(next(v for v in proto.graph.input if v.name == input_name).type.tensor_type.shape.dim)
     fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
     x = np.asarray(x, dtype=np.float64)
     step = fixed if fixed > 0 else len(x)

@@ -30,7 +30,8 @@ def test_error_share_rounds_up_per_fraction_and_is_nan_without_errors() -> None:
     k = 20  # 190 pairs: 1% -> 2 pairs, 3% -> 6, 5% -> 10, 10% -> 19
     c = np.eye(k, dtype=np.int64) * 10
     rng = np.random.default_rng(0)
-    for n, (a, b) in enumerate(rng.permutation([(a, b) for a in range(k) for b in range(a + 1, k)])[:30]):
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    for n, (a, b) in enumerate(rng.permutation(pairs)[:30]):
         c[a, b] = 30 - n
     share = error_share(c)
     values = sorted((30 - n for n in range(30)), reverse=True)

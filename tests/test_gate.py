@@ -13,8 +13,9 @@ from auditor.gate import Check, evaluate_gate, load_gate_config, parse_check
 
 def _results(acc: list[float | None], confusion: list[list[int]], s: list[list[float | None]],
              dance: list[float | None] | None = None) -> dict[str, Any]:
-    from auditor.confusion import error_share
     import numpy as np
+
+    from auditor.confusion import error_share
 
     r: dict[str, Any] = {"per_class": {"accuracy": acc}, "errors": error_share(np.array(confusion)).to_dict(),
                          "interference": {"pair_score": s}, "dance": None}
