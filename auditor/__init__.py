@@ -10,6 +10,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .audit import AuditOptions, AuditResult, run_audit  # noqa: E402
+from .cct import CrossClassTestResult, cross_class_test  # noqa: E402
+from .confusion import ErrorShare, error_share  # noqa: E402
+from .dancing import DanceAnalysis, LabelDancingRecorder, dance_analysis, predict_checkpoints  # noqa: E402
+from .data import Dataset, load_data  # noqa: E402
 from .errors import (  # noqa: E402
     AuditorError,
     DataError,
@@ -18,15 +23,10 @@ from .errors import (  # noqa: E402
     ResultsError,
     UnsupportedNodeError,
 )
-from .model import Model, Parameter, load_model  # noqa: E402
-from .data import Dataset, load_data  # noqa: E402
 from .gradients import ClassGradients, EgoDirections, class_gradients, ego_directions  # noqa: E402
-from .cct import CrossClassTestResult, cross_class_test  # noqa: E402
 from .interference import InterferenceResult, interference  # noqa: E402
 from .landscape import Flatness, InterferenceModel, flatness, interference_model  # noqa: E402
-from .confusion import ErrorShare, error_share  # noqa: E402
-from .audit import AuditOptions, AuditResult, run_audit  # noqa: E402
-from .dancing import DanceAnalysis, LabelDancingRecorder, dance_analysis, predict_checkpoints  # noqa: E402
+from .model import Model, Parameter, load_model  # noqa: E402
 
 __all__ = [
     "__version__",
