@@ -60,13 +60,40 @@ def _to_numpy(values: Any) -> np.ndarray:
         if hasattr(values, "cpu"):
             values = values.cpu()
     if hasattr(values, "numpy") and not isinstance(values, np.ndarray):
-        values = values.numpy()
+        try:
+            values = values.numpy()
+        except TypeError:  # torch bfloat16 has no numpy dtype
+            values = values.float().numpy()
     return np.asarray(values)
 
 
 def probe_set(labels: Any, max_per_class: int = 100, seed: int = 0) -> np.ndarray:
-    """Indices of a stratified probe set: at most ``max_per_class`` per class, sorted, seeded."""
-    y = _to_numpy(labels).astype(np.int64)
+    """Indices of a stratified probe set: at most ``max_per_class`` samples of each class.
+
+    Parameters
+    ----------
+    labels : array-like of shape (N,)
+    max_per_class : int, default=100
+    seed : int, default=0
+
+    Returns
+    -------
+    ndarray of shape (n,), int64
+        Sorted indices into ``labels``; a class with at most ``max_per_class`` samples is
+        taken whole.
+
+    Notes
+    -----
+    See CONCEPTS.md, "Label dancing" (P). Deterministic: the same labels and seed give the
+    same indices (numpy's ``default_rng(seed)``, classes in increasing order), the same
+    choice as :meth:`auditor.data.Dataset.stratified`.
+
+    Examples
+    --------
+    >>> probe_set([0, 0, 0, 1, 1, 2], max_per_class=2).tolist()
+    [1, 2, 3, 4, 5]
+    """
+    y = _to_numpy(labels).astype(np.int64).reshape(-1)
     if max_per_class < 1:
         raise OptionError(f"max_per_class must be >= 1, got {max_per_class}")
     rng = np.random.default_rng(seed)
@@ -95,23 +122,52 @@ class LabelDancingRecorder:
     meta : dict, optional
         Anything JSON-serialisable to keep with the log (run name, framework...).
     append : bool, default=False
-        Continue an existing log (e.g. after resuming training).
+        Continue an existing log (e.g. after resuming training). A partial last line left by
+        a crash is cut off first.
+    fsync : bool, default=False
+        Also ``os.fsync`` after every record (survives a power loss, not only a crash of the
+        training process; costs about a millisecond per record on most disks).
+
+    Attributes
+    ----------
+    n_records : int
+        Records in the log so far.
+
+    Raises
+    ------
+    DataError
+        Empty or negative probe labels; later, predictions that do not fit the probe set.
+    OptionError
+        ``every < 1``, or the file exists and ``append`` is false.
+
+    Notes
+    -----
+    See CONCEPTS.md, "Label dancing". The recorder keeps only the probe labels in memory;
+    every record goes straight to the file (one JSON line, flushed). ``record`` writes
+    whenever it is called: ``every`` only documents the schedule in the header, and
+    :meth:`due` is a convenience for loops that want to skip the forward pass. When
+    ``n_classes`` and ``class_names`` are both omitted, K is ``max label + 1`` in the
+    header and the analysis raises it to the largest class predicted.
 
     Examples
     --------
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "log.jsonl")
     >>> with LabelDancingRecorder(path, labels=[0, 1, 1]) as rec:
-    ...     rec.record(1, np.array([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]]))
-    ...     rec.record(2, [0, 1, 1])
+    ...     _ = rec.record(1, np.array([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]]))
+    ...     _ = rec.record(2, [0, 1, 1])
     >>> read_log(path)[1].tolist()
     [[0, 1, 0], [0, 1, 1]]
     """
 
     def __init__(self, path: str | os.PathLike[str], labels: Any, class_names: Sequence[str] | None = None, *,
                  n_classes: int | None = None, every: int = 1, meta: Mapping[str, Any] | None = None,
-                 append: bool = False) -> None:
+                 append: bool = False, fsync: bool = False) -> None:
         self.path = Path(path)
+        if int(every) < 1:
+            raise OptionError(f"every must be >= 1 (steps or epochs between records), got {every}")
+        if n_classes is not None and class_names is not None and len(class_names) != n_classes:
+            raise DataError(f"{len(class_names)} class names for n_classes={n_classes}; give one name per class")
         self.labels = _to_numpy(labels).astype(np.int64).reshape(-1)
         if len(self.labels) == 0:
             raise DataError("the probe set is empty; give the labels of at least one probe sample")
@@ -121,7 +177,11 @@ class LabelDancingRecorder:
         if self.labels.max() >= k:
             raise DataError(f"probe label {int(self.labels.max())} is outside 0..{k - 1}")
         self.n_classes = int(k)
+        # Only a K the caller gave bounds the predictions; an inferred one may grow (see Notes).
+        self._k_known = n_classes is not None or class_names is not None
         self.class_names = list(class_names) if class_names is not None else None
+        self.every = int(every)
+        self.fsync = bool(fsync)
         self.n_records = 0
         header = {"format": FORMAT, "version": VERSION, "labels": self.labels.tolist(), "n_classes": self.n_classes,
                   "class_names": self.class_names, "every": int(every),
@@ -133,7 +193,10 @@ class LabelDancingRecorder:
             old = _read_header(self.path)
             if old["labels"] != header["labels"]:
                 raise DataError(f"'{self.path}' was recorded with other probe labels; start a new log")
-            self.n_records = len(read_log(self.path)[0])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncatedLogWarning)
+                self.n_records = len(read_log(self.path)[0])
+            _drop_partial_line(self.path)  # a crash mid-record: appending after it would corrupt the next line
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,19 +206,35 @@ class LabelDancingRecorder:
     def _write(self, obj: Mapping[str, Any]) -> None:
         self._fh.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self._fh.flush()  # one record at a time: a crash loses at most the line being written
+        if self.fsync:
+            os.fsync(self._fh.fileno())
 
     def record(self, step: int, logits_or_predictions: Any, epoch: int | None = None) -> np.ndarray:
         """Record the probe predictions at ``step``: logits/probabilities ``[n, K]`` or labels ``[n]``.
 
         Returns the predicted labels (argmax, ties to the lowest index).
         """
+        if self._fh.closed:
+            raise OptionError(f"the recorder of '{self.path}' is closed; open a new one with append=True to go on")
         values = _to_numpy(logits_or_predictions)
+        if values.ndim > 2 and all(d == 1 for d in values.shape[2:]):
+            values = values.reshape(values.shape[:2])  # [n, K, 1, 1] logits
         if values.ndim == 2:
+            if values.shape[1] < 2:
+                raise DataError(f"got logits of shape {values.shape}; a single sigmoid output is ambiguous, pass "
+                                "[n, 2] logits or the predicted class ids [n]")
+            if self._k_known and values.shape[1] != self.n_classes:
+                raise DataError(f"got logits for {values.shape[1]} classes, the log has n_classes={self.n_classes}; "
+                                "pass logits [n, K] of the same model")
             pred = np.argmax(values, axis=1)
         elif values.ndim == 1:
-            if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+            if values.dtype.kind not in "iuf" or (values.dtype.kind == "f"
+                                                   and not np.all(values == np.round(values))):
                 raise DataError("1-D predictions must be class ids; pass [n, K] logits to take the argmax")
             pred = values.astype(np.int64)
+            if len(pred) and (pred.min() < 0 or (self._k_known and pred.max() >= self.n_classes)):
+                raise DataError(f"predictions range {int(pred.min())}..{int(pred.max())}, outside the classes "
+                                f"0..{self.n_classes - 1}; pass class ids")
         else:
             raise DataError(f"expected logits [n, K] or predictions [n], got shape {values.shape}")
         if len(pred) != len(self.labels):
@@ -165,7 +244,12 @@ class LabelDancingRecorder:
         self.n_records += 1
         return pred
 
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is on the schedule (``step % every == 0``)."""
+        return int(step) % self.every == 0
+
     def close(self) -> None:
+        """Flush and close the log (also on leaving a ``with`` block)."""
         if not self._fh.closed:
             self._fh.close()
 
@@ -175,6 +259,14 @@ class LabelDancingRecorder:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a log back to its last complete line (what a crash mid-write leaves after it)."""
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _read_header(path: Path) -> dict[str, Any]:
@@ -188,16 +280,48 @@ def _read_header(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ResultsError(f"'{path}' is not a label-dancing log (no '{FORMAT}' header); write logs with "
                            "auditor.LabelDancingRecorder")
-    if int(header.get("version", 0)) > VERSION:
-        raise ResultsError(f"'{path}' is a version {header['version']} log; this auditor reads version {VERSION}")
+    try:
+        version = int(header.get("version", 0))
+        labels = [int(v) for v in header["labels"]]
+        k = int(header["n_classes"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ResultsError(f"'{path}' has a corrupt header ({type(err).__name__}: {err}); record the run again") \
+            from err
+    if version > VERSION:
+        raise ResultsError(f"'{path}' is a version {version} log; this auditor reads version {VERSION}: upgrade it")
+    if not labels or min(labels) < 0:
+        raise ResultsError(f"'{path}' has a corrupt header (probe labels empty or negative); record the run again")
+    header["n_classes"] = k
     return header
 
 
 def read_log(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """``(steps [T], predictions [T, n], epochs [T] (-1: none), header)`` from a log.
+    """Read a log written by :class:`LabelDancingRecorder`.
 
-    A truncated last line (a crash mid-write) is skipped with a :class:`TruncatedLogWarning`;
-    a corrupt line elsewhere is an error.
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    steps : ndarray of shape (T,), int64
+    predictions : ndarray of shape (T, n), int64
+        ``predictions[t, i]``: the class predicted for probe sample i at record t.
+    epochs : ndarray of shape (T,), int64
+        -1 where a record has no epoch.
+    header : dict
+        The header line (probe ``labels``, ``n_classes``, ``class_names``, ``every``,
+        ``created``, ``version``, ``meta``).
+
+    Raises
+    ------
+    ResultsError
+        No such file, a corrupt header, or a corrupt record before the last one.
+
+    Warns
+    -----
+    TruncatedLogWarning
+        The last record is incomplete (the run stopped mid-write); it is skipped.
     """
     p = Path(path)
     if not p.is_file():
@@ -217,14 +341,18 @@ def read_log(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.n
             pred = rec["pred"]
             if len(pred) != n:
                 raise ValueError(f"{len(pred)} predictions for {n} probe samples")
+            if not all(type(v) is int and v >= 0 for v in pred):
+                raise ValueError("predictions must be class ids >= 0")
+            step = int(rec["step"])
+            epoch = -1 if rec.get("epoch") is None else int(rec["epoch"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             if i == last:
                 warnings.warn(f"'{p}': the last record is incomplete (the run stopped mid-write); skipped it",
                               TruncatedLogWarning, stacklevel=2)
                 break
             raise ResultsError(f"'{p}' line {i + 2} is corrupt ({err}); the log cannot be read past it") from err
-        steps.append(int(rec["step"]))
-        epochs.append(-1 if rec.get("epoch") is None else int(rec["epoch"]))
+        steps.append(step)
+        epochs.append(epoch)
         preds.append(pred)
     predictions = np.asarray(preds, dtype=np.int64).reshape(len(preds), n)
     return np.asarray(steps, dtype=np.int64), predictions, np.asarray(epochs, dtype=np.int64), header
@@ -257,15 +385,72 @@ class CheckpointSeries:
     n_classes: int
     class_names: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "predictions", "labels"):
+            _freeze(self, name, np.int64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"paths": list(self.paths), "steps": self.steps.tolist(), "predictions": self.predictions.tolist(),
+                "labels": self.labels.tolist(), "n_classes": self.n_classes,
+                "class_names": None if self.class_names is None else list(self.class_names)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckpointSeries:
+        names = d.get("class_names")
+        preds = np.asarray(d["predictions"], dtype=np.int64).reshape(len(d["steps"]), len(d["labels"]))
+        return cls(paths=tuple(d["paths"]), steps=np.asarray(d["steps"], dtype=np.int64), predictions=preds,
+                   labels=np.asarray(d["labels"], dtype=np.int64), n_classes=int(d["n_classes"]),
+                   class_names=None if names is None else tuple(names))
+
+
+def _freeze(obj: Any, name: str, dtype: Any = None) -> None:
+    """Replace a field of a frozen dataclass by a read-only view (the caller's array stays writable)."""
+    a = np.asarray(getattr(obj, name), dtype=dtype).view()
+    a.flags.writeable = False
+    object.__setattr__(obj, name, a)
+
 
 def predict_checkpoints(paths_or_glob: str | Sequence[str | os.PathLike[str]], data: Any, *, batch_size: int = 256,
                         provider: str = "auto", progress: bool | None = None) -> CheckpointSeries:
-    """Predict the probe ``data`` with every checkpoint (ONNX Runtime), in natural order."""
-    from .data import check_dataset
+    """Predict the probe ``data`` with every exported checkpoint (ONNX Runtime).
+
+    Parameters
+    ----------
+    paths_or_glob : str, path-like, or sequence of path-like
+        A glob (``"ckpts/epoch_*.onnx"``) or a directory (its ``*.onnx``), taken in natural
+        order (epoch_2 before epoch_10); or an explicit list, taken in the order given.
+    data : Dataset or tuple of (x, y)
+        The probe set (e.g. ``dataset.subset(probe_set(dataset.y))``).
+    batch_size : int, default=256
+    provider : str, default="auto"
+        ONNX Runtime provider, as in :func:`auditor.runtime.predict_logits`.
+    progress : bool or None, default=None
+        Draw a progress bar (None: when stderr is a terminal).
+
+    Returns
+    -------
+    CheckpointSeries
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 checkpoints, checkpoints with different K, or data that do not fit.
+
+    Notes
+    -----
+    See CONCEPTS.md, "Label dancing": the checkpoints' predictions play the role of the
+    log's records. ``steps`` are the last number in each file name when every name has
+    one and they are all different, else ``0..T-1``.
+    """
+    from .data import Dataset, check_dataset
     from .model import load_model
     from .progress import Progress
     from .runtime import predict_logits
 
+    if isinstance(data, tuple) and len(data) == 2:
+        data = Dataset(data[0], data[1])
+    if isinstance(paths_or_glob, (str, os.PathLike)) and Path(paths_or_glob).is_dir():
+        paths_or_glob = os.path.join(globmod.escape(str(paths_or_glob)), "*.onnx")
     if isinstance(paths_or_glob, (str, os.PathLike)):
         paths = sorted(globmod.glob(str(paths_or_glob)), key=_natural_key)
         if not paths:
@@ -294,17 +479,9 @@ def predict_checkpoints(paths_or_glob: str | Sequence[str | os.PathLike[str]], d
 
 def _ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n with ties given their average rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_v = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2.0)[inverse]
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -352,7 +529,8 @@ class DanceAnalysis:
     pair_flips : ndarray of shape (K, K)
         M: flips from predicted a to predicted b over the run.
     notes : ndarray of shape (K, T, K)
-        ``F_c[t, k]``: share of class-c probe samples predicted k at record t.
+        ``F_c[t, k]``: share of class-c probe samples predicted k at record t; NaN for a class
+        with no probe samples.
     dominant : ndarray of shape (K, T)
         The dominant note (-1: none above τ).
     dominance : ndarray of shape (K, K)
@@ -364,6 +542,15 @@ class DanceAnalysis:
     threshold : float
         τ.
     source : str
+        Where the predictions came from (a log path, "N checkpoints", "arrays").
+
+    Notes
+    -----
+    See CONCEPTS.md, "Label dancing". Choices it leaves open: the dominant note breaks ties
+    toward the lowest class; a class with no probe samples has NaN dance rate, curve and
+    notes, no dominant note and 0 never-forgotten samples; :meth:`dancing_pairs` leaves out
+    pairs that never flipped; top-k sets in :meth:`agreement` break ties toward the lower
+    pair ``(a, b)``.
     """
 
     steps: np.ndarray
@@ -386,9 +573,8 @@ class DanceAnalysis:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for a in (self.steps, self.predictions, self.labels, self.flips, self.dance_rate, self.dance_curve,
-                  self.pair_flips, self.notes, self.dominant, self.dominance, self.forgetting, self.never_forgotten):
-            a.flags.writeable = False
+        for name in self._ARRAYS:
+            _freeze(self, name)
 
     def dancing_pairs(self, top: int = 10) -> list[tuple[int, int, int]]:
         """Unordered pairs ``(a, b, M[a,b] + M[b,a])``, most flips first (ties: lower pair first)."""
@@ -402,8 +588,32 @@ class DanceAnalysis:
                   top_k: int = 10) -> dict[str, Any]:
         """Spearman correlation and top-k overlap of dancing pairs (M + Mᵀ) with S and with P.
 
-        Over the unordered pairs where the other matrix is defined (finite). Top-k overlap:
-        ``|top_k(dance) ∩ top_k(other)| / k``.
+        Parameters
+        ----------
+        pair_score : ndarray of shape (K, K), optional
+            S of an audit (NaN where undefined); symmetrised with ``fmax(S, Sᵀ)``.
+        pair_confusion : ndarray of shape (K, K), optional
+            P of an audit.
+        top_k : int, default=10
+
+        Returns
+        -------
+        dict
+            ``{"top_k": k, "interference": {...}, "confusion": {...}}`` (a key per matrix
+            given), each ``{"spearman", "top_k_overlap", "n_pairs"}``.
+
+        Raises
+        ------
+        DataError
+            A matrix that is not ``[K, K]``.
+
+        Notes
+        -----
+        See CONCEPTS.md, "Label dancing". Both are taken over the unordered pairs ``a < b``
+        where the other matrix is finite. Spearman uses average ranks for ties and is NaN
+        with fewer than 2 pairs or a constant ranking. Top-k overlap is
+        ``|top_k(dance) ∩ top_k(other)| / k`` with ``k = min(top_k, n_pairs)``; ties in a
+        ranking go to the lower pair ``(a, b)``.
         """
         dance = (self.pair_flips + self.pair_flips.T).astype(np.float64)
         a, b = np.triu_indices(self.n_classes, 1)
@@ -412,12 +622,15 @@ class DanceAnalysis:
             if other is None:
                 continue
             o = np.asarray(other, dtype=np.float64)
+            if o.shape != (self.n_classes, self.n_classes):
+                raise DataError(f"the {name} pair matrix has shape {o.shape}, the dancing analysis has "
+                                f"K={self.n_classes}; compare a log and an audit of the same classifier")
             o = np.fmax(o, o.T)
             values, d = o[a, b], dance[a, b]
             ok = np.isfinite(values)
             k = min(top_k, int(ok.sum()))
-            top_d = {(int(a[j]), int(b[j])) for j in np.lexsort((b, a, -d))[:k]} if k else set()
-            idx = np.flatnonzero(ok)
+            idx = np.flatnonzero(ok)  # both rankings over the same (defined) pairs
+            top_d = {(int(a[j]), int(b[j])) for j in idx[np.lexsort((b[idx], a[idx], -d[idx]))][:k]}
             top_o = {(int(a[j]), int(b[j])) for j in idx[np.lexsort((b[idx], a[idx], -values[idx]))][:k]}
             out[name] = {"spearman": spearman(d[ok], values[ok]), "top_k_overlap": len(top_d & top_o) / k if k
                          else float("nan"), "n_pairs": int(ok.sum())}
@@ -447,10 +660,11 @@ class DanceAnalysis:
 
 def _analyse(steps: np.ndarray, predictions: np.ndarray, labels: np.ndarray, n_classes: int,
              class_names: Sequence[str] | None, window: tuple[int, int] | None, threshold: float,
-             source: str) -> DanceAnalysis:
+             source: str, what: str) -> DanceAnalysis:
+    """The one computation behind every source (see CONCEPTS.md, "Label dancing")."""
     t_count, n = predictions.shape
     if t_count < 2:
-        raise ResultsError(f"the predictions hold {t_count} record; label dancing needs at least 2")
+        raise ResultsError(f"{what} holds {t_count} record{'s' * (t_count != 1)}; label dancing needs at least 2")
     k = int(max(n_classes, predictions.max() + 1, labels.max() + 1))
     if window is None:
         window = (max(1, t_count // 2), t_count - 1)
@@ -479,6 +693,7 @@ def _analyse(steps: np.ndarray, predictions: np.ndarray, labels: np.ndarray, n_c
     off[np.arange(k), :, np.arange(k)] = -1.0  # exclude the class itself
     best = np.argmax(off, axis=2)  # ties: the lowest index
     dominant = np.where(np.take_along_axis(off, best[..., None], axis=2)[..., 0] > threshold, best, -1)
+    notes[counts == 0] = np.nan  # after the dominant note, which such a class does not have
     dominance = np.zeros((k, k), dtype=np.int64)
     for c in range(k):
         valid = dominant[c][dominant[c] >= 0]
@@ -494,9 +709,13 @@ def _analyse(steps: np.ndarray, predictions: np.ndarray, labels: np.ndarray, n_c
                          forgetting=forgetting, never_forgotten=never, threshold=threshold, source=source)
 
 
-def dance_analysis(source: Any, window: tuple[int, int] | None = None, *,
-                   threshold: float = DOMINANCE_THRESHOLD) -> DanceAnalysis:
+def dance_analysis(source: Any, window: tuple[int, int] | None = None, *, threshold: float = DOMINANCE_THRESHOLD,
+                   n_classes: int | None = None) -> DanceAnalysis:
     """Analyse label dancing from a log path, a :class:`CheckpointSeries`, or ``(predictions, labels)``.
+
+    Every source becomes the same ``[T, n]`` prediction matrix and goes through one
+    computation, so a log and a checkpoint series with the same predictions give the same
+    analysis.
 
     Parameters
     ----------
@@ -505,24 +724,57 @@ def dance_analysis(source: Any, window: tuple[int, int] | None = None, *,
         First and last transition (1-based, inclusive) for the dance rate. Default: the
         last half of the records, ``max(1, ⌊T/2⌋) .. T-1``.
     threshold : float, default=0.01
-        τ of the dominant note.
+        τ of the dominant note (a note dominates when its share strictly exceeds τ).
+    n_classes : int, optional
+        K, when it is larger than the source says (e.g. to match an audit whose last
+        classes are neither probed nor predicted).
 
     Returns
     -------
     DanceAnalysis
+
+    Raises
+    ------
+    ResultsError
+        An unreadable log, or fewer than 2 records.
+    DataError
+        Arrays of the wrong shape or with negative class ids.
+    OptionError
+        A window outside ``1..T-1``.
+
+    Notes
+    -----
+    See CONCEPTS.md, "Label dancing". K is the largest of the source's K, ``n_classes``,
+    and the largest class id predicted or labelled plus one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = dance_analysis((np.array([[0, 1], [1, 1], [0, 1]]), np.array([0, 1])))
+    >>> a.flips.tolist(), a.dance_rate.tolist(), a.dancing_pairs()
+    ([2, 0], [1.0, 0.0], [(0, 1, 2)])
     """
+    k = 0 if n_classes is None else int(n_classes)
     if isinstance(source, (str, os.PathLike)):
         steps, preds, _, header = read_log(source)
-        return _analyse(steps, preds, np.asarray(header["labels"], np.int64), int(header["n_classes"]),
-                        header.get("class_names"), window, threshold, str(source))
+        return _analyse(steps, preds, np.asarray(header["labels"], np.int64), max(k, int(header["n_classes"])),
+                        header.get("class_names"), window, threshold, str(source), f"the log '{source}'")
     if isinstance(source, CheckpointSeries):
-        return _analyse(source.steps, source.predictions, source.labels, source.n_classes, source.class_names,
-                        window, threshold, f"{len(source.paths)} checkpoints")
+        return _analyse(source.steps, source.predictions, source.labels, max(k, source.n_classes),
+                        source.class_names, window, threshold, f"{len(source.paths)} checkpoints",
+                        "the checkpoint series")
     if isinstance(source, tuple) and len(source) == 2:
-        preds = np.asarray(source[0], dtype=np.int64)
-        labels = np.asarray(source[1], dtype=np.int64)
-        if preds.ndim != 2 or preds.shape[1] != len(labels):
-            raise DataError(f"predictions must be [T, n] with n = {len(labels)} labels, got {preds.shape}")
-        return _analyse(np.arange(len(preds)), preds, labels, int(max(preds.max(), labels.max()) + 1), None, window,
-                        threshold, "arrays")
-    raise OptionError("dance_analysis takes a log path, a CheckpointSeries, or (predictions, labels)")
+        preds, labels = np.asarray(source[0]), np.asarray(source[1])
+        if preds.ndim != 2 or labels.ndim != 1 or preds.shape[1] != len(labels) or len(labels) == 0:
+            raise DataError(f"expected predictions [T, n] and labels [n] with n > 0, got shapes {preds.shape} and "
+                            f"{labels.shape}")
+        if preds.dtype.kind not in "iu" or labels.dtype.kind not in "iu":
+            raise DataError(f"predictions ({preds.dtype}) and labels ({labels.dtype}) must be integer class ids; "
+                            "take the argmax of logits first")
+        preds, labels = preds.astype(np.int64), labels.astype(np.int64)
+        if (preds.size and preds.min() < 0) or labels.min() < 0:
+            raise DataError("predictions and labels must be class ids >= 0")
+        return _analyse(np.arange(len(preds)), preds, labels, k, None, window, threshold, "arrays",
+                        "the predictions")
+    raise OptionError(f"dance_analysis takes a log path, a CheckpointSeries, or (predictions, labels), not "
+                      f"{type(source).__name__}")

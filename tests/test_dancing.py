@@ -10,6 +10,7 @@ import pytest
 
 import auditor
 from auditor.dancing import (
+    CheckpointSeries,
     DanceAnalysis,
     LabelDancingRecorder,
     TruncatedLogWarning,
@@ -19,7 +20,7 @@ from auditor.dancing import (
     read_log,
     spearman,
 )
-from auditor.errors import OptionError, ResultsError
+from auditor.errors import DataError, OptionError, ResultsError
 
 # 3 classes, 5 probe samples (labels 0, 0, 1, 1, 2), T = 5 records.
 LABELS = np.array([0, 0, 1, 1, 2])
@@ -199,9 +200,226 @@ def test_probe_set_is_stratified_and_deterministic() -> None:
     np.testing.assert_array_equal(idx, probe_set(y, max_per_class=20, seed=1))
 
 
-def test_round_trip(analysis: DanceAnalysis) -> None:
-    d = json.loads(json.dumps(analysis.to_dict()))
+@pytest.mark.parametrize("case", ["three classes", "a class with no probe sample (NaN entries)"])
+def test_round_trip(analysis: DanceAnalysis, case: str) -> None:
+    if case != "three classes":
+        analysis = dance_analysis((PRED4, LABELS4), n_classes=4)
+    from auditor.io import to_jsonable
+
+    d = json.loads(json.dumps(to_jsonable(analysis.to_dict()), allow_nan=False))  # strict JSON: NaN -> null
     again = DanceAnalysis.from_dict(d)
     for name in DanceAnalysis._ARRAYS:
-        np.testing.assert_array_equal(getattr(again, name), getattr(analysis, name))
-    assert again.window == analysis.window
+        np.testing.assert_array_equal(getattr(again, name), getattr(analysis, name), err_msg=name)
+    assert (again.window, again.n_classes, again.threshold) == (analysis.window, analysis.n_classes,
+                                                               analysis.threshold)
+
+
+# A second hand-worked case: K = 4 where class 3 has no probe sample, 4 probes labelled 0, 0, 1, 2.
+LABELS4 = np.array([0, 0, 1, 2])
+PRED4 = np.array([
+    [0, 1, 1, 2],  # t=0
+    [1, 1, 1, 2],  # t=1: s0 0->1
+    [0, 1, 2, 2],  # t=2: s0 1->0, s2 1->2
+    [0, 0, 2, 2],  # t=3: s1 1->0
+    [1, 0, 1, 2],  # t=4: s0 0->1, s2 2->1
+])
+
+
+def test_hand_worked_case_with_a_class_missing_from_the_probe() -> None:
+    a = dance_analysis((PRED4, LABELS4), n_classes=4)
+    assert a.n_classes == 4
+    np.testing.assert_array_equal(a.flips, [3, 1, 2, 0])
+    np.testing.assert_array_equal(a.pair_flips, [[0, 2, 0, 0], [2, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+    assert a.dancing_pairs() == [(0, 1, 4), (1, 2, 2)]  # pairs that never flipped are left out
+    # dance curve: class 0 flips 1 of 2 at every transition; class 1 at t=2 and t=4; class 2 never
+    np.testing.assert_array_equal(a.dance_curve[:3], [[.5, .5, .5, .5], [0, 1, 0, 1], [0, 0, 0, 0]])
+    assert np.isnan(a.dance_curve[3]).all()
+    # T = 5: W = {2, 3, 4}; class 0: 3 flips / (2 samples * 3), class 1: 2 / 3
+    assert a.window == (2, 4)
+    np.testing.assert_array_equal(a.dance_rate[:3], [0.5, 2 / 3, 0.0])
+    assert np.isnan(a.dance_rate[3])
+    # T = 4: W = {2, 3}; class 1: 1 flip / (1 * 2) (W = {1, 2, 3} would give 1/3)
+    even = dance_analysis((PRED4[:4], LABELS4), n_classes=4)
+    assert even.window == (2, 3)
+    np.testing.assert_array_equal(even.dance_rate[:3], [0.5, 0.5, 0.0])
+    # T = 2 and T = 3: the window starts at transition 1
+    assert dance_analysis((PRED4[:2], LABELS4)).window == (1, 1)
+    assert dance_analysis((PRED4[:3], LABELS4)).window == (1, 2)
+    # correct? s0: 1,0,1,1,0 (2 forgettings); s1: 0,0,0,1,1 (0, learned); s2: 1,1,0,0,1 (1); s3: always (0)
+    np.testing.assert_array_equal(a.forgetting, [2, 0, 1, 0])
+    np.testing.assert_array_equal(a.never_forgotten, [1, 0, 1, 0])
+    np.testing.assert_array_equal(a.notes[0], [[.5, .5, 0, 0], [0, 1, 0, 0], [.5, .5, 0, 0], [1, 0, 0, 0],
+                                               [.5, .5, 0, 0]])
+    np.testing.assert_array_equal(a.notes[1, :, :3], [[0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(a.notes[2, :, 2], [1, 1, 1, 1, 1])
+    assert np.isnan(a.notes[3]).all()
+    np.testing.assert_array_equal(a.dominant, [[1, 1, 1, -1, 1], [-1, -1, 2, 2, -1], [-1] * 5, [-1] * 5])
+    g = np.zeros((4, 4), int)
+    g[0, 1], g[1, 2] = 4, 2
+    np.testing.assert_array_equal(a.dominance, g)
+
+
+def test_dominant_note_threshold_is_strict_and_ties_go_low() -> None:
+    labels = np.zeros(100, int)
+    pred = np.zeros((2, 100), int)
+    pred[:, 0] = 2  # exactly 1 sample in 100: F = 0.01 does not exceed τ = 0.01
+    pred[1, 1] = 1  # at t=1, classes 1 and 2 tie at 0.01
+    np.testing.assert_array_equal(dance_analysis((pred, labels)).dominant[0], [-1, -1])
+    np.testing.assert_array_equal(dance_analysis((pred, labels), threshold=0.009).dominant[0], [2, 1])
+
+
+def test_agreement_spearman_and_top_k_by_hand() -> None:
+    a = dance_analysis((PRED4, LABELS4), n_classes=4)
+    # pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3): dancing M+Mᵀ = 4, 0, 0, 2, 0, 0; S is NaN at (0,3)
+    s = np.full((4, 4), np.nan)
+    for (i, j), v in {(0, 1): .9, (0, 2): .1, (1, 2): .5, (1, 3): .3, (2, 3): .1}.items():
+        s[i, j] = s[j, i] = v
+    # over the 5 defined pairs: dancing ranks 5, 2, 4, 2, 2; S ranks 5, 1.5, 4, 3, 1.5;
+    # centred: (2,-1,1,-1,-1) . (2,-1.5,1,0,-1.5) = 8, norms² 8 and 9.5 -> 8 / sqrt(76)
+    out = a.agreement(pair_score=s, top_k=3)
+    assert out["interference"]["spearman"] == pytest.approx(8 / np.sqrt(76))
+    assert out["interference"]["n_pairs"] == 5
+    # top 3 by dancing: (0,1), (1,2), then the first tie at 0: (0,2); by S: (0,1), (1,2), (1,3)
+    assert out["interference"]["top_k_overlap"] == pytest.approx(2 / 3)
+    assert "confusion" not in out
+    # top-k ranks only the pairs S defines: with (0,1) undefined, the top dancing pair is (1,2), as by S
+    s[0, 1] = s[1, 0] = np.nan
+    assert a.agreement(pair_score=s, top_k=1)["interference"]["top_k_overlap"] == 1.0
+    with pytest.raises(DataError, match="shape"):
+        a.agreement(pair_confusion=np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize(("kwargs", "values", "error", "match"), [
+    ({}, np.zeros((5, 1)), DataError, "single sigmoid"),
+    ({"n_classes": 3}, np.zeros((5, 4)), DataError, "4 classes"),
+    ({}, np.array([0.5, 1, 1, 1, 2]), DataError, "class ids"),
+    ({}, np.array([0, -1, 1, 1, 2]), DataError, "outside"),
+    ({"n_classes": 3}, np.array([0, 3, 1, 1, 2]), DataError, "outside"),
+    ({}, np.zeros((5, 3, 2)), DataError, "shape"),
+    ({}, np.zeros(4, int), DataError, "4 predictions for a probe set of 5"),
+])
+def test_recorder_rejects_what_it_cannot_record(tmp_path: Path, kwargs: dict, values: np.ndarray,
+                                                error: type, match: str) -> None:
+    with LabelDancingRecorder(tmp_path / "log.jsonl", LABELS, **kwargs) as rec, pytest.raises(error, match=match):
+        rec.record(0, values)
+
+
+def test_recorder_option_errors(tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="every must be >= 1"):
+        LabelDancingRecorder(tmp_path / "a.jsonl", LABELS, every=0)
+    with pytest.raises(DataError, match="empty"):
+        LabelDancingRecorder(tmp_path / "b.jsonl", [])
+    rec = LabelDancingRecorder(tmp_path / "c.jsonl", LABELS, every=5)
+    assert rec.due(10) and not rec.due(11)
+    rec.close()
+    with pytest.raises(OptionError, match="closed"):
+        rec.record(0, PRED[0])
+
+
+def test_recorder_takes_framework_like_values(tmp_path: Path) -> None:
+    class Tensor:  # the torch protocol: detach() -> cpu() -> numpy()
+        def __init__(self, a: np.ndarray) -> None:
+            self.a = a
+
+        def detach(self) -> Tensor:
+            return self
+
+        def cpu(self) -> Tensor:
+            return self
+
+        def numpy(self) -> np.ndarray:
+            return self.a
+
+    class ArrayLike:  # jax-like: only __array__
+        def __init__(self, a: np.ndarray) -> None:
+            self.a = a
+
+        def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+            return self.a
+
+    logits = np.array([[0.1, 0.9, 0.0], [2.0, 2.0, 1.0], [0, 0, 1], [5, 0, 0], [0, 1, 0]], np.float32)
+    with LabelDancingRecorder(tmp_path / "log.jsonl", LABELS, ["a", "b", "c"], meta={"run": "x"}) as rec:
+        assert rec.record(0, Tensor(logits)).tolist() == [1, 0, 2, 0, 1]  # the tie at sample 1 goes to class 0
+        assert rec.record(1, ArrayLike(logits[..., None, None])).tolist() == [1, 0, 2, 0, 1]
+    steps, preds, epochs, header = read_log(tmp_path / "log.jsonl")
+    assert header["class_names"] == ["a", "b", "c"] and header["meta"] == {"run": "x"} and header["every"] == 1
+    assert header["format"] == "auditor-label-dancing" and header["version"] == 1 and "created" in header
+    assert epochs.tolist() == [-1, -1]
+
+
+def test_appending_after_a_crash_drops_the_partial_record(tmp_path: Path) -> None:
+    log = tmp_path / "dance.jsonl"
+    with LabelDancingRecorder(log, LABELS, fsync=True) as rec:
+        for t, p in enumerate(PRED[:3]):
+            rec.record(t, p)
+    log.write_bytes(log.read_bytes()[:-5])  # the run died while writing record 2
+    with pytest.warns(TruncatedLogWarning):
+        assert len(read_log(log)[0]) == 2
+    with LabelDancingRecorder(log, LABELS, append=True) as rec:
+        assert rec.n_records == 2
+        rec.record(2, PRED[2])
+        rec.record(3, PRED[3])
+    steps, preds, _, _ = read_log(log)  # no warning: the log is whole again
+    assert steps.tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(preds, PRED[:4])
+    with pytest.raises(DataError, match="other probe labels"):
+        LabelDancingRecorder(log, LABELS[::-1], append=True)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("", "not a label-dancing log"),
+    ('{"format": "auditor-label-dancing", "version": 1, "labels": [0, 1], "n_cl', "not a label-dancing log"),
+    ('{"format": "something-else"}\n', "not a label-dancing log"),
+    ('{"format": "auditor-label-dancing", "version": 1, "n_classes": 2}\n', "corrupt header"),
+    ('{"format": "auditor-label-dancing", "version": 1, "labels": [], "n_classes": 2}\n', "corrupt header"),
+    ('{"format": "auditor-label-dancing", "version": 9, "labels": [0], "n_classes": 2}\n', "version 9"),
+    ('{"format": "auditor-label-dancing", "version": 1, "labels": [0], "n_classes": 2}\n'
+     '{"step": 0, "pred": [-1]}\n{"step": 1, "pred": [0]}\n', "line 2 is corrupt"),
+    ('{"format": "auditor-label-dancing", "version": 1, "labels": [0], "n_classes": 2}\n'
+     '{"pred": [1]}\n{"step": 1, "pred": [0]}\n', "line 2 is corrupt"),
+])
+def test_unreadable_logs_are_results_errors(tmp_path: Path, text: str, match: str) -> None:
+    log = tmp_path / "log.jsonl"
+    log.write_text(text)
+    with pytest.raises(ResultsError, match=match):
+        dance_analysis(log)
+
+
+def test_a_single_record_is_not_enough(tmp_path: Path) -> None:
+    log = tmp_path / "one.jsonl"
+    with LabelDancingRecorder(log, LABELS) as rec:
+        rec.record(0, PRED[0])
+    with pytest.raises(ResultsError, match=r"the log '.*one.jsonl' holds 1 record; label dancing needs at least 2"):
+        dance_analysis(log)
+    with pytest.raises(OptionError, match="window"):
+        dance_analysis((PRED, LABELS), window=(0, 2))
+    with pytest.raises(DataError, match="integer class ids"):
+        dance_analysis((PRED.astype(float), LABELS))
+
+
+def test_results_are_read_only_and_leave_the_callers_arrays_alone() -> None:
+    pred = PRED.copy()
+    a = dance_analysis((pred, LABELS))
+    assert pred.flags.writeable
+    for name in DanceAnalysis._ARRAYS:
+        assert not getattr(a, name).flags.writeable, name
+    with pytest.raises(ValueError):
+        a.pair_flips[0, 0] = 1
+
+
+def test_checkpoint_series_round_trip_and_directory_input(tmp_path: Path) -> None:
+    from .conftest import make_mlp, random_mlp_weights
+
+    x = np.random.default_rng(1).standard_normal((9, 4)).astype(np.float32)
+    y = np.arange(9) % 3
+    for epoch in (2, 10, 1):
+        make_mlp(tmp_path / f"ckpt_epoch{epoch}.onnx", random_mlp_weights(4, 5, 3, seed=epoch))
+    series = predict_checkpoints(tmp_path, (x, y), progress=False)  # a directory: its *.onnx, natural order
+    assert [Path(p).name for p in series.paths] == ["ckpt_epoch1.onnx", "ckpt_epoch2.onnx", "ckpt_epoch10.onnx"]
+    assert not series.predictions.flags.writeable
+    again = CheckpointSeries.from_dict(json.loads(json.dumps(series.to_dict())))
+    assert again.paths == series.paths and again.n_classes == 3
+    np.testing.assert_array_equal(again.predictions, series.predictions)
+    np.testing.assert_array_equal(again.steps, [1, 2, 10])
+    with pytest.raises(DataError, match="at least 2"):
+        predict_checkpoints([tmp_path / "ckpt_epoch1.onnx"], (x, y))

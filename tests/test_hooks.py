@@ -124,3 +124,19 @@ def test_hooks_modules_do_not_import_frameworks() -> None:
             "print(sorted(m for m in ('torch', 'lightning', 'keras', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("module", "blocked", "match"), [
+    ("auditor.hooks.keras", ("keras",), "pip install keras"),
+    ("auditor.hooks.lightning", ("lightning", "lightning.pytorch", "pytorch_lightning"), "pip install .*lightning"),
+])
+def test_a_missing_framework_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str,
+                                                  blocked: tuple[str, ...], match: str) -> None:
+    import importlib
+    import sys
+
+    for name in blocked:
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
+    hook = importlib.import_module(module)
+    with LabelDancingRecorder(tmp_path / "log.jsonl", [0, 1]) as rec, pytest.raises(ImportError, match=match):
+        hook.LabelDancingCallback(rec, np.zeros((2, 3)))

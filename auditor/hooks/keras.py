@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..dancing import LabelDancingRecorder
+from auditor.dancing import LabelDancingRecorder
+from auditor.errors import OptionError
 
 __all__ = ["LabelDancingCallback"]
 
@@ -13,12 +14,31 @@ def LabelDancingCallback(recorder: LabelDancingRecorder, probe_x: Any, every_n_e
                          batch_size: int = 256) -> Any:
     """A ``keras.callbacks.Callback`` recording the probe predictions at the end of epochs.
 
-    A factory, so importing this module does not import Keras.
+    Parameters
+    ----------
+    recorder : LabelDancingRecorder
+    probe_x : array-like
+        The probe samples, in the order of the recorder's labels.
+    every_n_epochs : int, default=1
+    batch_size : int, default=256
+
+    Notes
+    -----
+    See CONCEPTS.md, "Label dancing". A factory, so importing this module does not import
+    Keras; set ``KERAS_BACKEND`` before the first ``import keras`` as usual. Records at
+    ``on_epoch_end`` with ``model.predict`` (inference mode), ``step`` = training batches
+    seen by this callback and ``epoch`` counted from 1.
+
+    Examples
+    --------
+    >>> # model.fit(x, y, epochs=10, callbacks=[LabelDancingCallback(recorder, probe_x)])
     """
+    if every_n_epochs < 1:
+        raise OptionError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
     try:
         import keras
     except ImportError as err:
-        raise ImportError("the Keras hook needs keras: pip install 'auditor[keras]'") from err
+        raise ImportError("the Keras hook needs Keras 3: pip install keras (or 'auditor[keras]')") from err
 
     class _LabelDancing(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
