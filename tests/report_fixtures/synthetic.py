@@ -1,0 +1,143 @@
+"""Synthetic results for the report tests: a large-K audit and a label-dancing analysis.
+
+``results_small.json`` (next to this file) is a real audit of a tiny CNN (K = 5, from the
+smoke run of ``run_audit``). The functions here derive, deterministically, what that file
+cannot show: many classes (K = 40, one of them absent) and a dancing analysis.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).parent
+SMALL = HERE / "results_small.json"
+
+
+def small() -> dict[str, Any]:
+    """The committed K = 5 results.json as a dict."""
+    return json.loads(SMALL.read_text(encoding="utf-8"))
+
+
+def _json(a: np.ndarray) -> Any:
+    """Nested lists with NaN as None, as results.json stores them."""
+    a = np.asarray(a)
+    if a.dtype.kind == "f":
+        obj = a.astype(object)
+        obj[np.isnan(a)] = None
+        return obj.tolist()
+    return a.tolist()
+
+
+def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, Any]:
+    """A consistent results.json dict with ``k`` classes; class ``absent`` (default: the last) has no samples."""
+    from auditor.confusion import error_share
+    from auditor.gate import evaluate_gate
+    from auditor.interference import pair_score, ranked_pairs
+
+    rng = np.random.default_rng(seed)
+    d = copy.deepcopy(small())
+    absent = k - 1 if absent is None else absent
+    present = np.array([c for c in range(k) if c != absent])
+    names = [f"species {c:02d}" for c in range(k)]
+    counts = np.full(k, 20)
+    counts[absent] = 0
+
+    confusion = np.zeros((k, k), dtype=np.int64)
+    for c in present:
+        wrong = rng.integers(0, 8)
+        row = rng.multinomial(wrong, np.ones(len(present)) / len(present))
+        row[list(present).index(c)] = 0
+        confusion[c, present] = row
+        confusion[c, c] = 20 - row.sum()
+    accuracy = np.full(k, np.nan)
+    accuracy[present] = np.diag(confusion)[present] / 20.0
+    loss = np.full(k, np.nan)
+    loss[present] = rng.uniform(0.1, 1.5, len(present))
+
+    alphas = np.asarray(d["cct"]["alphas"], dtype=np.float64)
+    a_count = len(alphas)
+    cct_loss = np.full((len(present), k, a_count), np.nan)
+    for i, c in enumerate(present):
+        slope = rng.normal(0.5, 0.6, k)
+        slope[c] = -4.0
+        curv = rng.uniform(1.0, 8.0, k)
+        cct_loss[i] = loss[:, None] + slope[:, None] * alphas[None] + curv[:, None] * alphas[None] ** 2
+    cct_acc = np.clip(1 - cct_loss / 3, 0, 1)
+
+    def mat() -> np.ndarray:
+        m = np.full((k, k), np.nan)
+        m[np.ix_(present, present)] = rng.normal(0.3, 0.5, (len(present), len(present)))
+        np.fill_diagonal(m, -1.0)
+        m[absent, :] = m[:, absent] = np.nan
+        return m
+
+    finite = mat()
+    first = finite + rng.normal(0, 0.05, (k, k))
+    conflict = mat()
+    score = pair_score(finite)
+    errors = error_share(confusion).to_dict()
+    top_s = ranked_pairs(score, 10)
+    top_p = [[a, b, float(n)] for a, b, n in errors["pairs"][:10]]
+
+    vec = np.full(k, np.nan)
+    vec[present] = 0.2
+    curvature = np.full(k, np.nan)
+    curvature[present] = rng.uniform(1, 9, len(present))
+    sharpness = np.full(k, np.nan)
+    sharpness[present] = rng.uniform(0.01, 0.05, len(present))
+    gnorm = np.full(k, np.nan)
+    gnorm[present] = rng.uniform(1, 5, len(present))
+    alpha_s = np.full(k, np.nan)
+    alpha_s[present] = 0.02
+
+    models = []
+    for m, (a, b, _) in zip(d["interference_models"], top_s):
+        m = dict(m)
+        m["a"], m["b"] = int(a), int(b)
+        models.append(m)
+
+    d.update(class_names=names, skipped={str(absent): "no samples in the audit data"}, interference_models=models,
+             candidates={"rule": "every class with a direction", "classes": None})
+    d["model"] = dict(d["model"], n_classes=k)
+    for key in ("data", "gradient_data"):
+        d[key] = dict(d[key], n_samples=int(counts.sum()), counts=counts.tolist())
+    d["per_class"] = {"loss": _json(loss), "accuracy": _json(accuracy), "count": counts.tolist(),
+                      "gradient_norm": _json(gnorm), "alpha_max": _json(vec)}
+    d["cct"].update(step_scale=[1.0] * len(present), ego_classes=present.tolist(), loss=_json(cct_loss),
+                    accuracy=_json(cct_acc), flow=None, flow_top_classes=None, flow_top_share=None,
+                    counts=counts.tolist())
+    d["interference"] = {"conflict": _json(conflict), "first_order": _json(first), "finite": _json(finite),
+                         "alpha_s": _json(alpha_s), "pair_score": _json(score), "reasons": {}}
+    d["flatness"] = {"curvature": _json(curvature), "sharpness": _json(sharpness), "rho": _json(vec / 2)}
+    d["errors"] = errors
+    d["top_pairs"] = {"interference": [list(p) for p in top_s], "confusion": top_p}
+    d["gate"] = evaluate_gate(d)
+    return d
+
+
+def dance(k: int = 5, records: int = 30, per_class: int = 12, seed: int = 0,
+          pair_score: Any = None, pair_confusion: Any = None) -> dict[str, Any]:
+    """``DanceAnalysis.to_dict()`` of a synthetic run: classes 0 and 1 keep trading samples late in training."""
+    from auditor.dancing import dance_analysis
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(k), per_class)
+    n = len(labels)
+    predictions = np.empty((records, n), dtype=np.int64)
+    for t in range(records):
+        p_right = min(0.2 + t / records, 0.93)
+        right = rng.random(n) < p_right
+        predictions[t] = np.where(right, labels, rng.integers(0, k, n))
+        dancers = (labels == 0) & (rng.random(n) < 0.35)
+        predictions[t, dancers] = 1 if t % 2 else 0
+    analysis = dance_analysis((predictions, labels), n_classes=k)
+    out = analysis.to_dict()
+    out["steps"] = (np.arange(records) * 50).tolist()
+    if pair_score is not None or pair_confusion is not None:
+        out["agreement"] = analysis.agreement(pair_score, pair_confusion)
+    return out

@@ -1,0 +1,298 @@
+"""The HTML report: one self-contained file, every section, atomic, offline, large K, NaN as "—"."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor import AuditResult
+from auditor.report import html as report_html
+from auditor.report import render_dance_report, render_report, template_dir
+from auditor.report.html import SECTIONS, TemplateNotFoundError, fmt_num
+from tests.report_fixtures import synthetic
+
+IMG = re.compile(r'<img\b[^>]*\bsrc="([^"]*)"[^>]*>')
+URL = re.compile(r"https?://")
+
+
+@pytest.fixture(scope="module")
+def small() -> AuditResult:
+    return AuditResult.from_dict(synthetic.small())
+
+
+@pytest.fixture(scope="module")
+def small_html(small: AuditResult, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    out = render_report(small, path)
+    assert out == path
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def large() -> AuditResult:
+    result = AuditResult.from_dict(synthetic.large_k(40))
+    return result.with_dance(synthetic.dance(k=40, per_class=5, pair_score=result.interference.pair_score))
+
+
+@pytest.fixture(scope="module")
+def large_html(large: AuditResult, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("report") / "large.html"
+    render_report(large, path)
+    return path.read_text(encoding="utf-8")
+
+
+def png_size(uri: str) -> tuple[int, int]:
+    from PIL import Image
+
+    head, _, payload = uri.partition(",")
+    assert head == "data:image/png;base64", head
+    data = base64.b64decode(payload, validate=True)
+    assert data, "empty image payload"
+    with Image.open(io.BytesIO(data)) as im:
+        im.verify()
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def section(html: str, sid: str) -> str:
+    """The HTML of one <section id=...> (sections do not nest)."""
+    start = html.index(f'<section id="{sid}"')
+    return html[start:html.index("</section>", start)]
+
+
+def assert_offline(html: str) -> None:
+    """No network address anywhere (only SVG/XLink namespace declarations would be allowed)."""
+    stripped = re.sub(r'xmlns(:\w+)?="http://www\.w3\.org/[^"]*"', "", html)
+    assert not URL.search(stripped), URL.search(stripped)
+    for tag in ("<script", "<link", "@import", "url("):
+        assert tag not in stripped, tag
+
+
+def test_template_dir_is_the_source_checkout() -> None:
+    d = template_dir()
+    assert d == Path(__file__).resolve().parent.parent / "reports" / "templates"
+    assert (d / "base.html.j2").is_file()
+    for name in ("summary", "per_class", "errors", "interference", "cct", "interference_models",
+                 "label_dancing", "method"):
+        assert (d / f"{name}.html.j2").is_file(), name
+
+
+def test_template_dir_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "auditor" / "report" / "html.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(report_html, "__file__", str(fake))
+    with pytest.raises(TemplateNotFoundError, match=r"report templates not found.*reports/templates.*_templates"):
+        template_dir()
+
+
+def test_every_section_is_present(small_html: str) -> None:
+    assert small_html.startswith("<!DOCTYPE html>")
+    for sid in SECTIONS:
+        assert f'<section id="{sid}"' in small_html, sid
+    assert small_html.count("<section ") == len(SECTIONS)
+
+
+def test_every_image_is_a_png_data_uri_with_alt_and_caption(small_html: str) -> None:
+    tags = IMG.findall(small_html)
+    # confusion, pareto, interference, CCT, one per interference model
+    assert len(tags) == 4 + 3
+    for uri in tags:
+        w, h = png_size(uri)
+        assert w > 100 and h > 100
+    for tag in re.findall(r"<img\b[^>]*>", small_html):
+        alt = re.search(r'\balt="([^"]+)"', tag)
+        assert alt and len(alt.group(1)) > 20, tag[:80]
+    assert small_html.count("<figure>") == small_html.count("<figcaption>") == len(tags)
+
+
+def test_no_network_address(small_html: str, large_html: str) -> None:
+    assert_offline(small_html)
+    assert_offline(large_html)
+
+
+def test_summary_content(small: AuditResult, small_html: str) -> None:
+    s = section(small_html, "summary")
+    assert "net.onnx" in s and "pytorch 2.13.0" in s and "17 / 8" in s
+    assert "989 values" in s and "Conv ×3" in s
+    assert "20.0%" in s  # overall accuracy: 6 of 30
+    assert "class 1" in s and "0.0%" in s  # worst class
+    a, b, score = small.top_pairs_interference[0]
+    assert f"{small.class_names[a]} / {small.class_names[b]}" in s and fmt_num(score) in s
+    # gate verdicts with badges
+    assert '<span class="badge fail">fail</span>' in s
+    assert '<span class="badge skipped">skipped</span>' in s
+    assert s.count('class="badge pass"') == 2
+
+
+def test_no_gate_says_so(small: AuditResult, tmp_path: Path) -> None:
+    path = render_report(small.with_gate(None), tmp_path / "r.html")
+    s = section(path.read_text(encoding="utf-8"), "summary")
+    assert "No gate configured" in s and "badge fail" not in s
+
+
+def test_per_class_table(small: AuditResult, small_html: str) -> None:
+    s = section(small_html, "per-class")
+    rows = re.findall(r"<tr[^>]*>\s*<td class=\"name\">(.*?)</td>", s, re.S)
+    assert rows == small.class_names
+    # class 1: 5 of 6 samples predicted as class 4, 1 as class 0
+    assert "class 4 (5, 83%), class 0 (1, 17%)" in s
+    assert fmt_num(float(small.flatness.curvature[0])) in s
+
+
+def test_method_reproducibility(small: AuditResult, small_html: str) -> None:
+    s = section(small_html, "method")
+    assert small.model["sha256"] in s and small.data["sha256"] in s
+    assert "α_s rule" in s and "inputs" in s  # CCT perturbation strategy
+    for name in small.options.to_dict():
+        assert f"<code>{name}</code>" in s, name
+    for name in small.versions:
+        assert name in s
+    assert "the same set" in s  # gradients came from the audit data
+
+
+def test_dance_missing_shows_how_to_add(small_html: str) -> None:
+    s = section(small_html, "label-dancing")
+    assert "auditor audit ... --dance LOG" in s and "<img" not in s
+
+
+def test_dance_section(small: AuditResult, tmp_path: Path) -> None:
+    dance = synthetic.dance(k=5, pair_score=small.interference.pair_score,
+                            pair_confusion=small.errors.confusion + small.errors.confusion.T)
+    html = render_report(small.with_dance(dance), tmp_path / "r.html").read_text(encoding="utf-8")
+    s = section(html, "label-dancing")
+    uris = IMG.findall(s)
+    # curves, pair heatmap, a piano roll for each of the 4 classes that dance most
+    assert len(uris) == 2 + 4
+    for uri in uris:
+        assert min(png_size(uri)) > 50
+    assert "class 0" in s.split("Classes that dance most:")[1][:80]  # synthetic: class 0 dances most
+    assert "Agreement with the post-hoc audit" in s and "spearman" in s and "top_k_overlap" in s
+    assert "class 0 / class 1" in s  # the top dancing pair is listed
+
+
+def test_dance_section_tolerates_missing_optional_keys(small: AuditResult, tmp_path: Path) -> None:
+    dance = synthetic.dance(k=5)
+    for key in ("agreement", "notes", "dominant", "pair_flips", "forgetting", "never_forgotten", "steps",
+                "class_names", "window"):
+        dance.pop(key, None)
+    html = render_report(small.with_dance(dance), tmp_path / "r.html").read_text(encoding="utf-8")
+    s = section(html, "label-dancing")
+    assert len(IMG.findall(s)) == 1  # only the dance-rate curves can be drawn
+    assert "Agreement" not in s
+
+
+def test_standalone_dance_report(tmp_path: Path) -> None:
+    path = render_dance_report(synthetic.dance(k=5), tmp_path / "dance.html", class_names=list("abcde"),
+                               title="Dancing")
+    html = path.read_text(encoding="utf-8")
+    assert '<section id="label-dancing"' in html and "<title>Dancing</title>" in html
+    assert_offline(html)
+    uris = IMG.findall(html)
+    assert len(uris) == 6
+    for uri in uris:
+        png_size(uri)
+    # the analysis carries no names, so the given ones are used
+    assert "class dancing notes of a" in html.lower() or "Class dancing notes of a" in html
+
+
+def test_render_is_atomic(small: AuditResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "report.html"
+    render_report(small, path)
+    before = path.read_bytes()
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("figure failed")
+
+    # the CCT figure is drawn mid-way: after the heatmaps, before the interference models
+    monkeypatch.setattr(report_html.figures, "cct_panels", broken)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        render_report(small.with_gate(None), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_large_k_shows_the_top_classes_only(large: AuditResult, large_html: str) -> None:
+    for sid in SECTIONS:
+        assert f'<section id="{sid}"' in large_html, sid
+    for sid in ("errors", "interference"):
+        s = section(large_html, sid)
+        assert "Showing 20 of 40 classes: those in the top pairs" in s
+        assert "40×40 heatmap would be unreadable" in s
+    for uri in IMG.findall(large_html):
+        png_size(uri)
+    s = section(large_html, "cct")
+    assert "Panels for 12 of 39 ego classes" in s
+    assert "the 5 classes whose loss rises most" in s
+    assert "Showing 20 of 40 classes: those in the top dancing pairs" in section(large_html, "label-dancing")
+
+
+def test_large_k_draws_no_40_by_40_heatmap(large: AuditResult, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+    for name in ("confusion_heatmap", "interference_heatmaps", "dancing_pair_heatmap"):
+        original = getattr(report_html.figures, name)
+
+        def spy(matrix: np.ndarray, *args: object, _name: str = name, _original=original, **kwargs: object) -> str:
+            shapes.setdefault(_name, []).append(np.shape(matrix))
+            return _original(matrix, *args, **kwargs)
+
+        monkeypatch.setattr(report_html.figures, name, spy)
+    panels: list[int] = []
+    original_cct = report_html.figures.cct_panels
+
+    def spy_cct(p: list[dict], **kwargs: object) -> str:
+        panels.append(len(p))
+        assert all(len(panel["others"]) == report_html.HURT_LARGE_K for panel in p)
+        return original_cct(p, **kwargs)
+
+    monkeypatch.setattr(report_html.figures, "cct_panels", spy_cct)
+    render_report(large, tmp_path / "r.html")
+    assert set(shapes) == {"confusion_heatmap", "interference_heatmaps", "dancing_pair_heatmap"}
+    assert all(shape == (20, 20) for drawn in shapes.values() for shape in drawn), shapes
+    assert panels == [report_html.MAX_CCT_PANELS]
+
+
+def test_large_k_focus_is_the_top_pairs(large: AuditResult) -> None:
+    focus = report_html._focus_classes(large)
+    assert len(focus) == report_html.FOCUS_CLASSES
+    a, b, _ = large.top_pairs_interference[0]
+    assert focus[:2] == [a, b]
+    c, d, _ = large.top_pairs_confusion[0]
+    assert c in focus and d in focus
+
+
+def test_nan_is_an_em_dash(large: AuditResult, large_html: str) -> None:
+    absent = 39
+    assert math.isnan(large.accuracy[absent]) and math.isnan(large.flatness.curvature[absent])
+    s = section(large_html, "per-class")
+    row = re.search(r'<tr class="skipped">\s*<td class="name">species 39</td>(.*?)</tr>', s, re.S)
+    assert row, "the absent class is listed as skipped"
+    cells = re.findall(r'<td class="n">(.*?)</td>', row.group(1))
+    assert cells[0] == "0" and all(c == "—" for c in cells[1:]), cells
+    assert "skipped: no samples in the audit data" in row.group(1)
+    text = re.sub(r'src="data:[^"]*"', "", large_html)
+    assert not re.search(r"\bnan\b", text, re.I)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (float("nan"), "—"), (None, "—"), (np.float64("nan"), "—"), (0.0, "0"), (1.23456, "1.23"),
+    (-0.5, "−0.5"), (1234567.0, "1,234,567"), (2e-6, "2.00e−06"), (7, "7"), (np.int64(12000), "12,000"),
+    (float("inf"), "∞"),
+])
+def test_fmt_num(value: object, text: str) -> None:
+    assert fmt_num(value) == text
+
+
+def test_report_rebuilds_from_results_json(small: AuditResult, tmp_path: Path) -> None:
+    """The report draws only from results.json: a round trip renders the same page."""
+    again = AuditResult.from_dict(json.loads(json.dumps(small.to_dict())))
+    a = render_report(small, tmp_path / "a.html").read_text(encoding="utf-8")
+    b = render_report(again, tmp_path / "b.html").read_text(encoding="utf-8")
+    assert a == b
