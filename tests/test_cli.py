@@ -186,3 +186,15 @@ def test_cuda_request_on_a_cpu_host_is_a_clear_error(small_mlp: dict, mlp_files:
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = _invoke("inspect", tmp_path / "missing.onnx", "--debug")
     assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def test_outputs_are_written_with_ordinary_permissions(mlp_files: dict) -> None:
+    import os
+    import stat
+
+    assert _invoke(*_audit_args(mlp_files, "--gate", "worst_class_accuracy=0:0")).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("results.json", "report.html"):
+        mode = stat.S_IMODE((mlp_files["out"] / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, oct(mode)
