@@ -225,7 +225,7 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditResult:
-        from .cct import _from_json
+        from .io import array_from_json
 
         version = str(d.get("schema_version", ""))
         if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
@@ -236,9 +236,9 @@ class AuditResult:
             return cls(
                 model=d["model"], data=d["data"], gradient_data=d["gradient_data"],
                 class_names=list(d["class_names"]), options=AuditOptions.from_dict(d["options"]),
-                loss=_from_json(pc["loss"]), accuracy=_from_json(pc["accuracy"]),
-                counts=np.asarray(pc["count"], dtype=np.int64), gradient_norm=_from_json(pc["gradient_norm"]),
-                alpha_max=_from_json(pc["alpha_max"]), skipped={int(k): v for k, v in d["skipped"].items()},
+                loss=array_from_json(pc["loss"]), accuracy=array_from_json(pc["accuracy"]),
+                counts=np.asarray(pc["count"], dtype=np.int64), gradient_norm=array_from_json(pc["gradient_norm"]),
+                alpha_max=array_from_json(pc["alpha_max"]), skipped={int(k): v for k, v in d["skipped"].items()},
                 cct=CrossClassTestResult.from_dict(d["cct"]),
                 interference=InterferenceResult.from_dict(d["interference"]),
                 flatness=Flatness.from_dict(d["flatness"]), errors=ErrorShare.from_dict(d["errors"]),

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import OptionError
 from .gradients import EgoDirections
+from .io import array_from_json, json_array
 from .progress import Progress
 from .runtime import Evaluator, StepStats
 
@@ -119,7 +120,7 @@ class CrossClassTestResult:
 
     def to_dict(self) -> dict[str, Any]:
         def arr(a: np.ndarray | None) -> Any:
-            return None if a is None else _nan_to_none(a)
+            return None if a is None else json_array(a)
 
         return {
             "alphas": self.alphas.tolist(), "step_scale": self.step_scale.tolist(),
@@ -133,7 +134,7 @@ class CrossClassTestResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CrossClassTestResult:
         def arr(v: Any, dtype: Any = np.float64) -> np.ndarray | None:
-            return None if v is None else _from_json(v, dtype)
+            return None if v is None else array_from_json(v, dtype)
 
         return cls(
             alphas=np.asarray(d["alphas"], dtype=np.float64), step_scale=np.asarray(d["step_scale"], np.float64),
@@ -143,23 +144,6 @@ class CrossClassTestResult:
             counts=np.asarray(d["counts"], dtype=np.int64), zero_index=int(d["zero_index"]),
             normalization=d["normalization"], provider=d["provider"], strategy=d["strategy"],
             seconds=float(d["seconds"]), samples_per_second=float(d["samples_per_second"]))
-
-
-def _nan_to_none(a: np.ndarray) -> Any:
-    """Nested lists with NaN as None (strict JSON has no NaN)."""
-    a = np.asarray(a)
-    if a.dtype.kind == "f":
-        obj = a.astype(object)
-        obj[np.isnan(a)] = None
-        return obj.tolist()
-    return a.tolist()
-
-
-def _from_json(v: Any, dtype: Any = np.float64) -> np.ndarray:
-    a = np.asarray(v, dtype=object)
-    if np.dtype(dtype).kind == "f":
-        a = np.where(a == None, np.nan, a)  # noqa: E711 (element-wise comparison)
-    return a.astype(dtype)
 
 
 def _top_destinations(stats: StepStats, m: int) -> tuple[np.ndarray, np.ndarray]:

@@ -192,12 +192,12 @@ def _dance_dict(analysis: Any, result_dict: dict[str, Any] | None) -> dict[str, 
     """The analysis as JSON, with its agreement with an audit's S and P when one is given."""
     import numpy as np
 
-    from .cct import _from_json
     from .confusion import pair_confusion
+    from .io import array_from_json
 
     d = analysis.to_dict()
     if result_dict is not None:
-        s = _from_json(result_dict["interference"]["pair_score"])
+        s = array_from_json(result_dict["interference"]["pair_score"])
         p = pair_confusion(np.asarray(result_dict["errors"]["confusion"], dtype=np.float64))
         if s.shape[0] != analysis.n_classes:
             raise OptionError(f"the dancing log has {analysis.n_classes} classes but the audit has {s.shape[0]}; "

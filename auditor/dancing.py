@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, OptionError, ResultsError
+from .io import array_from_json, json_array
 
 __all__ = [
     "LabelDancingRecorder",
@@ -495,18 +496,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(ra @ rb / denom) if denom > 0 else float("nan")
 
 
-def _nan_list(a: np.ndarray) -> Any:
-    obj = np.asarray(a, dtype=object)
-    if np.asarray(a).dtype.kind == "f":
-        obj[np.isnan(np.asarray(a, dtype=np.float64))] = None
-    return obj.tolist()
-
-
-def _nan_array(v: Any) -> np.ndarray:
-    a = np.asarray(v, dtype=object)
-    return np.where(a == None, np.nan, a).astype(np.float64)  # noqa: E711
-
-
 @dataclass(frozen=True, eq=False)
 class DanceAnalysis:
     """Label dancing of a probe set (CONCEPTS.md, "Label dancing").
@@ -640,7 +629,7 @@ class DanceAnalysis:
                "dominant", "dominance", "forgetting", "never_forgotten")
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {n: _nan_list(getattr(self, n)) for n in self._ARRAYS}
+        d: dict[str, Any] = {n: json_array(getattr(self, n)) for n in self._ARRAYS}
         d.update(n_classes=self.n_classes, class_names=self.class_names, window=list(self.window),
                  threshold=self.threshold, source=self.source, dancing_pairs=[list(p) for p in self.dancing_pairs()])
         d.update(self.extra)
@@ -650,7 +639,7 @@ class DanceAnalysis:
     def from_dict(cls, d: Mapping[str, Any]) -> DanceAnalysis:
         ints = {"steps", "predictions", "labels", "flips", "pair_flips", "dominant", "dominance", "forgetting",
                 "never_forgotten"}
-        arrays = {n: (np.asarray(d[n], dtype=np.int64) if n in ints else _nan_array(d[n])) for n in cls._ARRAYS}
+        arrays = {n: (np.asarray(d[n], dtype=np.int64) if n in ints else array_from_json(d[n])) for n in cls._ARRAYS}
         arrays["notes"] = arrays["notes"].reshape(d["n_classes"], len(d["steps"]), d["n_classes"])
         arrays["dance_curve"] = arrays["dance_curve"].reshape(d["n_classes"], max(len(d["steps"]) - 1, 0))
         extra = {k: v for k, v in d.items() if k == "agreement"}

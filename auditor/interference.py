@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .cct import CrossClassTestResult, _from_json, _nan_to_none
+from .cct import CrossClassTestResult
 from .gradients import ClassGradients, EgoDirections
+from .io import array_from_json, json_array
 
 __all__ = [
     "InterferenceResult",
@@ -175,16 +176,16 @@ class InterferenceResult:
         return ranked_pairs(self.pair_score, top)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"conflict": _nan_to_none(self.conflict), "first_order": _nan_to_none(self.first_order),
-                "finite": _nan_to_none(self.finite), "alpha_s": _nan_to_none(self.alpha_s),
-                "pair_score": _nan_to_none(self.pair_score),
+        return {"conflict": json_array(self.conflict), "first_order": json_array(self.first_order),
+                "finite": json_array(self.finite), "alpha_s": json_array(self.alpha_s),
+                "pair_score": json_array(self.pair_score),
                 "reasons": {str(k): v for k, v in self.reasons.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InterferenceResult:
-        return cls(conflict=_from_json(d["conflict"]), first_order=_from_json(d["first_order"]),
-                   finite=_from_json(d["finite"]), alpha_s=_from_json(d["alpha_s"]),
-                   pair_score=_from_json(d["pair_score"]),
+        return cls(conflict=array_from_json(d["conflict"]), first_order=array_from_json(d["first_order"]),
+                   finite=array_from_json(d["finite"]), alpha_s=array_from_json(d["alpha_s"]),
+                   pair_score=array_from_json(d["pair_score"]),
                    reasons={int(k): v for k, v in d.get("reasons", {}).items()})
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "to_jsonable"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "to_jsonable", "json_array",
+           "array_from_json"]
 
 
 @contextlib.contextmanager
@@ -73,3 +74,21 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
 def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def json_array(a: Any) -> Any:
+    """An array as nested lists with NaN as None (strict JSON has no NaN)."""
+    a = np.asarray(a)
+    if a.dtype.kind == "f":
+        obj = a.astype(object)
+        obj[np.isnan(a)] = None
+        return obj.tolist()
+    return a.tolist()
+
+
+def array_from_json(v: Any, dtype: Any = np.float64) -> np.ndarray:
+    """The inverse of :func:`json_array`: None back to NaN for float arrays."""
+    a = np.asarray(v, dtype=object)
+    if np.dtype(dtype).kind == "f":
+        a = np.where(a == None, np.nan, a)  # noqa: E711 (element-wise comparison)
+    return a.astype(dtype)

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .cct import CrossClassTestResult, _from_json, _nan_to_none
+from .cct import CrossClassTestResult
 from .errors import OptionError
 from .gradients import ClassGradients, EgoDirections
+from .io import array_from_json, json_array
 from .progress import Progress
 from .runtime import Evaluator
 
@@ -48,13 +49,13 @@ class Flatness:
             a.flags.writeable = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"curvature": _nan_to_none(self.curvature), "sharpness": _nan_to_none(self.sharpness),
-                "rho": _nan_to_none(self.rho)}
+        return {"curvature": json_array(self.curvature), "sharpness": json_array(self.sharpness),
+                "rho": json_array(self.rho)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Flatness:
-        return cls(curvature=_from_json(d["curvature"]), sharpness=_from_json(d["sharpness"]),
-                   rho=_from_json(d["rho"]))
+        return cls(curvature=array_from_json(d["curvature"]), sharpness=array_from_json(d["sharpness"]),
+                   rho=array_from_json(d["rho"]))
 
 
 def flatness(cct: CrossClassTestResult) -> Flatness:
@@ -141,7 +142,7 @@ class InterferenceModel:
     _ARRAYS = ("s", "t", "loss_a", "loss_b", "accuracy_a", "accuracy_b", "total")
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {n: _nan_to_none(getattr(self, n)) for n in self._ARRAYS}
+        d: dict[str, Any] = {n: json_array(getattr(self, n)) for n in self._ARRAYS}
         d.update(a=self.a, b=self.b, basis=self.basis, radius=self.radius, conflict_angle=self.conflict_angle,
                  minimum_a=list(self.minimum_a), minimum_b=list(self.minimum_b),
                  minimum_separation=self.minimum_separation, resolution=self.resolution,
@@ -150,7 +151,7 @@ class InterferenceModel:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InterferenceModel:
-        arrays = {n: _from_json(d[n]) for n in cls._ARRAYS}
+        arrays = {n: array_from_json(d[n]) for n in cls._ARRAYS}
         return cls(a=int(d["a"]), b=int(d["b"]), basis=d["basis"], radius=float(d["radius"]),
                    conflict_angle=float(d["conflict_angle"]), minimum_a=tuple(d["minimum_a"]),  # type: ignore[arg-type]
                    minimum_b=tuple(d["minimum_b"]),  # type: ignore[arg-type]

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from auditor.io import json_array
+
 HERE = Path(__file__).parent
 SMALL = HERE / "results_small.json"
 
@@ -21,16 +23,6 @@ SMALL = HERE / "results_small.json"
 def small() -> dict[str, Any]:
     """The committed K = 5 results.json as a dict."""
     return json.loads(SMALL.read_text(encoding="utf-8"))
-
-
-def _json(a: np.ndarray) -> Any:
-    """Nested lists with NaN as None, as results.json stores them."""
-    a = np.asarray(a)
-    if a.dtype.kind == "f":
-        obj = a.astype(object)
-        obj[np.isnan(a)] = None
-        return obj.tolist()
-    return a.tolist()
 
 
 def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, Any]:
@@ -106,14 +98,14 @@ def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, 
     d["model"] = dict(d["model"], n_classes=k)
     for key in ("data", "gradient_data"):
         d[key] = dict(d[key], n_samples=int(counts.sum()), counts=counts.tolist())
-    d["per_class"] = {"loss": _json(loss), "accuracy": _json(accuracy), "count": counts.tolist(),
-                      "gradient_norm": _json(gnorm), "alpha_max": _json(vec)}
-    d["cct"].update(step_scale=[1.0] * len(present), ego_classes=present.tolist(), loss=_json(cct_loss),
-                    accuracy=_json(cct_acc), flow=None, flow_top_classes=None, flow_top_share=None,
+    d["per_class"] = {"loss": json_array(loss), "accuracy": json_array(accuracy), "count": counts.tolist(),
+                      "gradient_norm": json_array(gnorm), "alpha_max": json_array(vec)}
+    d["cct"].update(step_scale=[1.0] * len(present), ego_classes=present.tolist(), loss=json_array(cct_loss),
+                    accuracy=json_array(cct_acc), flow=None, flow_top_classes=None, flow_top_share=None,
                     counts=counts.tolist())
-    d["interference"] = {"conflict": _json(conflict), "first_order": _json(first), "finite": _json(finite),
-                         "alpha_s": _json(alpha_s), "pair_score": _json(score), "reasons": {}}
-    d["flatness"] = {"curvature": _json(curvature), "sharpness": _json(sharpness), "rho": _json(vec / 2)}
+    d["interference"] = {"conflict": json_array(conflict), "first_order": json_array(first), "finite": json_array(finite),
+                         "alpha_s": json_array(alpha_s), "pair_score": json_array(score), "reasons": {}}
+    d["flatness"] = {"curvature": json_array(curvature), "sharpness": json_array(sharpness), "rho": json_array(vec / 2)}
     d["errors"] = errors
     d["top_pairs"] = {"interference": [list(p) for p in top_s], "confusion": top_p}
     d["gate"] = evaluate_gate(d)
