@@ -193,10 +193,10 @@ class AuditResult:
         c = int(np.argmin(acc))
         return c, float(self.accuracy[c])
 
-    def agreeing_pairs(self) -> list[tuple[int, int]]:
-        """Pairs that are in both top lists (by S and by confusion)."""
-        a = {(x, y) for x, y, _ in self.top_pairs_interference}
-        return [(x, y) for x, y, _ in self.top_pairs_confusion if (x, y) in a]
+    def agreeing_pairs(self, top: int | None = None) -> list[tuple[int, int]]:
+        """Pairs in both top lists (by S and by confusion), each list cut to ``top`` pairs."""
+        a = {(x, y) for x, y, _ in self.top_pairs_interference[:top]}
+        return [(x, y) for x, y, _ in self.top_pairs_confusion[:top] if (x, y) in a]
 
     def with_gate(self, gate: Mapping[str, Any] | None) -> AuditResult:
         return replace(self, gate=gate)

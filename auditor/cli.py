@@ -173,9 +173,9 @@ def _summary_table(result: Any) -> str:
                      f"{int(confusion[a, b] + confusion[b, a]):8d}")
     if not result.top_pairs_interference:
         lines.append("  (none: no ego loss fell along its direction)")
-    agree = result.agreeing_pairs()
+    agree = result.agreeing_pairs(top=5)
     if agree:
-        lines.append("in both top lists (interference and confusion): "
+        lines.append("in both top-5 lists (interference and confusion): "
                      + ", ".join(f"{names[a]}/{names[b]}" for a, b in agree))
     return "\n".join(lines)
 

@@ -145,7 +145,7 @@ def _pair_rows(result: Any, pairs: Sequence[tuple[int, int, float]], names: Sequ
                limit: int = 5) -> list[dict[str, Any]]:
     conf = result.errors.confusion
     s = result.interference.pair_score
-    agree = set(result.agreeing_pairs())
+    agree = set(result.agreeing_pairs(top=limit))
     rows = []
     for a, b, _ in pairs[:limit]:
         rows.append({"a": _name(names, a), "b": _name(names, b), "score": float(s[a, b]),
@@ -180,7 +180,7 @@ def _summary(result: Any, names: Sequence[str]) -> dict[str, Any]:
         "overall_accuracy": result.overall_accuracy, "worst_name": _name(names, worst), "worst_accuracy": worst_acc,
         "pairs_interference": _pair_rows(result, result.top_pairs_interference, names),
         "pairs_confusion": _pair_rows(result, result.top_pairs_confusion, names),
-        "agreeing": [f"{_name(names, a)} / {_name(names, b)}" for a, b in result.agreeing_pairs()],
+        "agreeing": [f"{_name(names, a)} / {_name(names, b)}" for a, b in result.agreeing_pairs(top=5)],
         "gate": None if gate is None else {"verdict": gate.get("verdict", "—"), "checks": list(gate.get("checks", []))},
         "skipped": [(_name(names, c), reason) for c, reason in sorted(result.skipped.items())],
         "n_errors": result.errors.n_errors,
