@@ -296,3 +296,21 @@ def test_report_rebuilds_from_results_json(small: AuditResult, tmp_path: Path) -
     a = render_report(small, tmp_path / "a.html").read_text(encoding="utf-8")
     b = render_report(again, tmp_path / "b.html").read_text(encoding="utf-8")
     assert a == b
+
+
+def test_template_dir_falls_back_to_the_installed_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A wheel has no reports/ beside the package: templates come from auditor/_templates."""
+    import tomllib
+
+    fake = tmp_path / "site-packages" / "auditor" / "report" / "html.py"
+    fake.parent.mkdir(parents=True)
+    installed = tmp_path / "site-packages" / "auditor" / "_templates"
+    installed.mkdir()
+    (installed / "base.html.j2").write_text("{{ title }}")
+    monkeypatch.setattr(report_html, "__file__", str(fake))
+    assert template_dir() == installed
+    # and the build really puts them there
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    assert config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"] == {
+        "reports/templates": "auditor/_templates"}
