@@ -136,3 +136,24 @@ def test_zero_gradient_class_has_no_direction() -> None:
     expected = normalize_direction({"w": flat[0].reshape(2, 3)}, {"w": np.ones((2, 3))}, [p])["w"]
     np.testing.assert_allclose(d[0]["w"], expected)
     np.testing.assert_allclose(expected, [[-np.sqrt(3), 0, 0], [0, -np.sqrt(3), 0]])
+
+
+def test_gradient_sketches_estimate_the_conflict_screen(tmp_path) -> None:
+    """Count sketches (K x 2048) estimate gradient cosines; their norms are exact."""
+    from auditor.gradients import gradient_sketches
+
+    from .conftest import make_mlp, random_mlp_weights
+
+    k = 12
+    rng = np.random.default_rng(4)
+    model = auditor.load_model(make_mlp(tmp_path / "m.onnx", random_mlp_weights(40, 200, k, seed=4)))
+    data = auditor.Dataset(rng.standard_normal((6 * k, 40)).astype(np.float32), np.arange(6 * k) % k)
+    assert model.n_parameters > 10_000
+    classes, sketches, norms = gradient_sketches(model, data, dim=2048)
+    exact = auditor.class_gradients(model, data)
+    assert classes == exact.classes
+    np.testing.assert_allclose(norms, exact.norms(), rtol=1e-6)
+    g = exact.flat.astype(np.float64)
+    cos_exact = g @ g.T / np.outer(exact.norms(), exact.norms())
+    s = sketches / np.linalg.norm(sketches, axis=1, keepdims=True)
+    assert np.max(np.abs(s @ s.T - cos_exact)) < 0.1
