@@ -26,6 +26,15 @@ def test_demo_writes_a_complete_audit(tmp_path: Path) -> None:
     html = (out / "report.html").read_text()
     assert "digit 8" in html and "data:image/png;base64," in html
 
+    # the same log, compared with this audit from the dance command
+    from auditor.demo import demo_paths
+
+    dance = CliRunner().invoke(app, ["dance", str(demo_paths().dance), "--results", str(out / "results.json"),
+                                     "--out", str(tmp_path / "dance")])
+    assert dance.exit_code == 0, dance.output
+    agreement = json.loads((tmp_path / "dance" / "dance.json").read_text())["agreement"]
+    assert agreement == data["dance"]["agreement"]
+
 
 def test_dance_from_the_demo_checkpoints(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
