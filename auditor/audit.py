@@ -265,11 +265,6 @@ def _versions() -> dict[str, str]:
             "platform": platform.platform()}
 
 
-def _describe(data: Any, n_classes: int) -> dict[str, Any]:
-    return {"source": data.source, "sha256": data.fingerprint(), "n_samples": len(data),
-            "counts": data.class_counts(n_classes).tolist(), "sample_shape": list(np.asarray(data.x).shape[1:])}
-
-
 def select_candidates(confusion: np.ndarray, conflict: np.ndarray | None,
                       n_pairs: int) -> tuple[list[int], dict[str, Any]]:
     """Ego classes for a large-K audit: the classes of the top pairs by confusion and conflict.
@@ -316,18 +311,17 @@ def run_audit(model: Any, data: Any, options: AuditOptions | None = None, *, gra
     start = time.perf_counter()
     k = model.n_classes
     device = resolve_provider(options.provider)
-    data = check_dataset(data, input_shape=model.input_shape, input_dtype=model.input_dtype, n_classes=k)
+    data = check_dataset(data, model)
     if options.max_per_class:
         data = data.stratified(options.max_per_class)
     if gradient_data is not None:
-        gradient_data = check_dataset(gradient_data, input_shape=model.input_shape, input_dtype=model.input_dtype,
-                                      n_classes=k, name="gradient data")
+        gradient_data = check_dataset(gradient_data, model, name="gradient data")
         if options.max_per_class:
             gradient_data = gradient_data.stratified(options.max_per_class)
     grad_set = gradient_data if gradient_data is not None else data
     names = _class_names(data, grad_set, k)
 
-    evaluator = Evaluator(model, data.x, data.y, provider=device, batch_size=options.batch_size,
+    evaluator = Evaluator(model, data, provider=device, batch_size=options.batch_size,
                           strategy=options.strategy)
     t = time.perf_counter()
     evaluator.set_directions([{}])
@@ -420,7 +414,7 @@ def run_audit(model: Any, data: Any, options: AuditOptions | None = None, *, gra
     amax = np.full(k, np.nan)
     amax[list(directions.classes)] = directions.alpha_max
     return AuditResult(
-        model=model.summary(), data=_describe(data, k), gradient_data=_describe(grad_set, k), class_names=names,
+        model=model.summary(), data=data.describe(k), gradient_data=grad_set.describe(k), class_names=names,
         options=options, loss=base.loss, accuracy=base.accuracy, counts=counts, gradient_norm=gnorm,
         alpha_max=amax, skipped=skipped, cct=cct, interference=inter, flatness=flat, errors=errors,
         top_pairs_interference=top_s, top_pairs_confusion=top_p, models=models, candidates=candidates,

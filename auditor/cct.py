@@ -185,13 +185,8 @@ def cross_class_test(model: Any, data: Any, directions: EgoDirections, alphas: S
     -------
     CrossClassTestResult
     """
-    from .data import check_dataset
-
     if evaluator is None:
-        data = check_dataset(data, input_shape=model.input_shape, input_dtype=model.input_dtype,
-                             n_classes=model.n_classes)
-        evaluator = Evaluator(model, data.x, data.y, provider=provider, batch_size=batch_size,
-                              strategy=strategy)
+        evaluator = Evaluator(model, data, provider=provider, batch_size=batch_size, strategy=strategy)
     k = model.n_classes
     if alphas is None:
         grid = default_alphas()

@@ -467,8 +467,8 @@ def predict_checkpoints(paths_or_glob: str | Sequence[str | os.PathLike[str]], d
             if k is not None and model.n_classes != k:
                 raise DataError(f"'{path}' has {model.n_classes} classes, the earlier checkpoints {k}")
             k = model.n_classes
-            checked = check_dataset(data, input_shape=model.input_shape, input_dtype=model.input_dtype, n_classes=k)
-            preds.append(np.argmax(predict_logits(model, checked.x, batch_size=batch_size, provider=provider), axis=1))
+            checked = check_dataset(data, model)
+            preds.append(np.argmax(predict_logits(model, checked, batch_size=batch_size, provider=provider), axis=1))
             bar.advance()
     numbers = [re.findall(r"\d+", Path(p).stem) for p in paths]
     steps = [int(n[-1]) for n in numbers] if all(numbers) and len({int(n[-1]) for n in numbers}) == len(paths) \

@@ -11,14 +11,19 @@ import csv
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import DataError, OptionError
+
+if TYPE_CHECKING:
+    from .model import Model, ModelInput
 
 __all__ = ["Dataset", "load_data", "check_dataset", "IMAGE_SUFFIXES", "LAYOUTS"]
 
@@ -35,29 +40,51 @@ _FORMATS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Dataset:
-    """Samples ``x`` with integer labels ``y`` and optional class names.
+    """Labelled samples: one array per model input, integer labels, optional class names.
 
+    Most models take one input, and most data sets hold one array ``x``; a text model
+    takes several (token ids, attention mask, token type ids), and its data hold one
+    array per input, named after the input (or as Hugging Face tokenizers name them).
     Arrays are converted on construction and marked read-only (views, so the caller's own
     arrays stay writeable).
 
+    Parameters
+    ----------
+    x : ndarray of shape (N, ...), or mapping of str to ndarray
+        The samples: one array (stored under the name ``"x"``, matched to the model's one
+        data input), or arrays by input name, each with the sample axis first.
+    y : array-like of shape (N,)
+        Integer labels.
+    class_names : sequence of str, optional
+        Names in label order (``class_names[c]`` names label ``c``).
+    source : str, default="array"
+        Where the data came from (a path).
+    texts : sequence of str, optional
+        The raw text of each sample (text data), shown in reports.
+    notes : sequence of str, optional
+        What loading or checking did to the data (e.g. an attention mask filled with ones).
+
     Attributes
     ----------
-    x : ndarray of shape (N, ...)
-        Samples, C-contiguous, read-only. Integer or boolean input becomes float32; a float
-        dtype is kept (:func:`check_dataset` casts to the model's input dtype).
+    features : mapping of str to ndarray
+        The arrays by name, C-contiguous, read-only. Numeric dtypes are kept;
+        :func:`check_dataset` casts each to its model input's dtype.
     y : ndarray of shape (N,), int64
         Labels, read-only; class ids 0..K-1 once checked by :func:`check_dataset`.
     class_names : tuple of str or None
-        Names in label order (``class_names[c]`` names label ``c``), if known.
     source : str
-        Where the data came from: a path, or ``"array"``.
+    texts : tuple of str or None
+    notes : tuple of str
+    checked_for : str
+        The :attr:`auditor.model.Model.signature` this data set was checked against
+        (``""`` until :func:`check_dataset` returns it); analyses do not check again.
 
     Raises
     ------
     DataError
-        ``x`` is not numeric or has no sample axis, ``y`` is not one integer label per
+        An array is not numeric or has no sample axis, ``y`` is not one integer label per
         sample, the lengths differ, or there are no samples.
 
     Examples
@@ -68,60 +95,64 @@ class Dataset:
     (4, [2, 2], dtype('int64'))
     >>> d.stratified(1).class_counts(2).tolist()
     [1, 1]
+    >>> text = Dataset({"input_ids": np.ones((2, 5), np.int64), "attention_mask": np.ones((2, 5), np.int64)}, [0, 1])
+    >>> sorted(text.features), text.sample_shapes()["input_ids"]
+    (['attention_mask', 'input_ids'], (5,))
     """
 
-    x: np.ndarray
-    y: np.ndarray
-    class_names: tuple[str, ...] | None = None
-    source: str = "array"
+    UNNAMED: ClassVar[str] = "x"
 
-    def __post_init__(self) -> None:
-        where = "data" if self.source == "array" else f"'{self.source}'"
-        x = np.asarray(self.x)
-        if x.dtype.kind not in "fiub":
-            raise DataError(f"{where}: x has dtype {x.dtype}; expected numbers (float features or images)")
-        if x.dtype.kind != "f":
-            x = x.astype(np.float32)
-        if x.ndim < 2:
-            raise DataError(
-                f"{where}: x has shape {x.shape}; expected (N, features...) with the sample axis first "
-                "(reshape a single feature column to (N, 1))"
-            )
-        y = np.asarray(self.y)
-        if y.ndim != 1:
-            raise DataError(f"{where}: y has shape {y.shape}; expected one label per sample, shape (N,)")
-        if y.dtype.kind == "f":
-            whole = np.isfinite(y) & (y == np.round(y))
-            if not whole.all():
-                first = int(np.flatnonzero(~whole)[0])
-                raise DataError(
-                    f"{where}: y holds {int((~whole).sum())} non-integer labels "
-                    f"(first: {float(y[first]):g} at sample {first}); labels must be class ids 0..K-1"
-                )
-        elif y.dtype.kind not in "iub":
-            raise DataError(
-                f"{where}: y has dtype {y.dtype}; labels must be integers 0..K-1 "
-                "(load string labels with load_data, which maps class names to ids)"
-            )
-        y = y.astype(np.int64)
-        if len(x) != len(y):
-            raise DataError(
-                f"{where}: x has {len(x)} samples but y has {len(y)} labels; give one label per sample"
-            )
-        if len(y) == 0:
+    features: Mapping[str, np.ndarray]
+    y: np.ndarray
+    class_names: tuple[str, ...] | None
+    source: str
+    texts: tuple[str, ...] | None
+    notes: tuple[str, ...]
+    checked_for: str
+
+    def __init__(self, x: ArrayLike | Mapping[str, ArrayLike], y: ArrayLike,
+                 class_names: Sequence[str] | None = None, source: str = "array",
+                 texts: Sequence[str] | None = None, notes: Sequence[str] = (), *, checked_for: str = "") -> None:
+        source = str(source)
+        where = "data" if source == "array" else f"'{source}'"
+        arrays = dict(x) if isinstance(x, Mapping) else {self.UNNAMED: x}
+        if not arrays:
+            raise DataError(f"{where} holds no sample arrays; give x (or one array per model input) and y")
+        labels = _check_labels(np.asarray(y), where)
+        features = {}
+        for name, value in arrays.items():
+            label = "x" if len(arrays) == 1 and name == self.UNNAMED else f"array '{name}'"
+            a = _check_samples(np.asarray(value), f"{where}: {label}")
+            if len(a) != len(labels):
+                raise DataError(f"{where}: {label} has {len(a)} samples but y has {len(labels)} labels; give one "
+                                "label per sample")
+            features[str(name)] = _read_only(a)
+        if len(labels) == 0:
             raise DataError(f"{where}: the data set has no samples; give at least one labelled sample")
-        # Views, so marking them read-only never touches the caller's arrays.
-        x = np.ascontiguousarray(x).view()
-        y = np.ascontiguousarray(y).view()
-        x.flags.writeable = y.flags.writeable = False
-        object.__setattr__(self, "x", x)
-        object.__setattr__(self, "y", y)
-        if self.class_names is not None:
-            object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
-        object.__setattr__(self, "source", str(self.source))
+        if texts is not None and len(texts) != len(labels):
+            raise DataError(f"{where}: {len(texts)} texts for {len(labels)} samples; give one text per sample")
+        object.__setattr__(self, "features", MappingProxyType(features))
+        object.__setattr__(self, "y", _read_only(labels))
+        object.__setattr__(self, "class_names", None if class_names is None else tuple(str(n) for n in class_names))
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "texts", None if texts is None else tuple(str(t) for t in texts))
+        object.__setattr__(self, "notes", tuple(notes))
+        object.__setattr__(self, "checked_for", checked_for)
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def x(self) -> np.ndarray:
+        """The samples, when the data hold a single array (most image and tabular data)."""
+        if len(self.features) != 1:
+            raise DataError(f"the data hold {len(self.features)} arrays ({', '.join(self.features)}), not one x; "
+                            "use .features")
+        return next(iter(self.features.values()))
+
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each array's shape without the sample axis."""
+        return {n: tuple(int(d) for d in a.shape[1:]) for n, a in self.features.items()}
 
     def class_counts(self, n_classes: int) -> np.ndarray:
         """Samples per class.
@@ -139,7 +170,12 @@ class Dataset:
         inside = self.y[(self.y >= 0) & (self.y < n_classes)]
         return np.bincount(inside, minlength=n_classes).astype(np.int64)
 
-    def subset(self, indices: Any) -> Dataset:
+    def take(self, indices: ArrayLike) -> dict[str, np.ndarray]:
+        """The arrays of the samples at ``indices``, by name (fresh arrays)."""
+        idx = np.asarray(indices)
+        return {n: a[idx] for n, a in self.features.items()}
+
+    def subset(self, indices: ArrayLike) -> Dataset:
         """The samples at ``indices`` (integer indices or a boolean mask), keeping names and source.
 
         Parameters
@@ -151,7 +187,11 @@ class Dataset:
         Dataset
         """
         idx = np.asarray(indices)
-        return Dataset(self.x[idx], self.y[idx], self.class_names, self.source)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        texts = None if self.texts is None else [self.texts[int(i)] for i in idx]
+        return Dataset(self.take(idx), self.y[idx], self.class_names, self.source, texts, self.notes,
+                       checked_for=self.checked_for)
 
     def stratified(self, max_per_class: int, seed: int = 0) -> Dataset:
         """At most ``max_per_class`` samples of each class, in their original order.
@@ -180,15 +220,13 @@ class Dataset:
             return self
         rng = np.random.default_rng(seed)
         keep = []
-        for c, n in zip(
-            labels, counts, strict=True
-        ):  # labels ascending: the draws do not depend on sample order
+        for c, n in zip(labels, counts, strict=True):  # labels ascending: draws do not depend on sample order
             idx = np.flatnonzero(self.y == c)
             keep.append(idx if n <= max_per_class else rng.choice(idx, max_per_class, replace=False))
         return self.subset(np.sort(np.concatenate(keep)))
 
     def fingerprint(self) -> str:
-        """SHA-256 of the samples (shape, dtype, bytes) and labels, for reproducibility.
+        """SHA-256 of the samples (names, shapes, dtypes, bytes) and labels, for reproducibility.
 
         Returns
         -------
@@ -196,10 +234,52 @@ class Dataset:
             64 hex digits; equal data give equal fingerprints, whatever the source.
         """
         h = hashlib.sha256()
-        h.update(repr((self.x.shape, self.x.dtype.str)).encode())
-        h.update(self.x.tobytes())
+        for name in sorted(self.features):
+            a = self.features[name]
+            key = (a.shape, a.dtype.str) if len(self.features) == 1 else (name, a.shape, a.dtype.str)
+            h.update(repr(key).encode())
+            h.update(a.tobytes())
         h.update(self.y.tobytes())
         return h.hexdigest()
+
+    def describe(self, n_classes: int) -> dict[str, Any]:
+        """Source, fingerprint, sample count, per-class counts and shapes, for results.json."""
+        return {"source": self.source, "sha256": self.fingerprint(), "n_samples": len(self),
+                "counts": self.class_counts(n_classes).tolist(),
+                "sample_shape": list(self.x.shape[1:]) if len(self.features) == 1 else None,
+                "arrays": {n: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for n, a in self.features.items()},
+                "texts": self.texts is not None, "notes": list(self.notes)}
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = np.ascontiguousarray(a).view()
+    view.flags.writeable = False
+    return view
+
+
+def _check_samples(x: np.ndarray, label: str) -> np.ndarray:
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{label} has dtype {x.dtype}; expected numbers (float features or images, or integer "
+                        "token ids)")
+    if x.ndim < 2:
+        raise DataError(f"{label} has shape {x.shape}; expected (N, features...) with the sample axis first "
+                        "(reshape a single feature column to (N, 1))")
+    return x
+
+
+def _check_labels(y: np.ndarray, where: str) -> np.ndarray:
+    if y.ndim != 1:
+        raise DataError(f"{where}: y has shape {y.shape}; expected one label per sample, shape (N,)")
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            first = int(np.flatnonzero(~whole)[0])
+            raise DataError(f"{where}: y holds {int((~whole).sum())} non-integer labels (first: "
+                            f"{float(y[first]):g} at sample {first}); labels must be class ids 0..K-1")
+    elif y.dtype.kind not in "iub":
+        raise DataError(f"{where}: y has dtype {y.dtype}; labels must be integers 0..K-1 (load string labels "
+                        "with load_data, which maps class names to ids)")
+    return y.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -540,61 +620,52 @@ def _shape_hint(sample: tuple[int, ...], expected: tuple[int | None, ...]) -> st
     return "reshape the data to the model's input"
 
 
-def check_dataset(
-    data: Dataset,
-    *,
-    input_shape: Sequence[int | None],
-    input_dtype: Any,
-    n_classes: int,
-    class_names: Sequence[str] | None = None,
-    name: str = "data",
-    input_name: str | None = None,
-) -> Dataset:
-    """Check ``data`` against the model's input and classes; cast ``x`` to the input dtype once.
+#: The names Hugging Face tokenizers give the arrays of each input role; data arrays not
+#: named after a model input are matched to it by these.
+ROLE_ARRAY_NAMES = {"token_ids": "input_ids", "attention_mask": "attention_mask",
+                    "token_type_ids": "token_type_ids", "position_ids": "position_ids"}
+
+
+def check_dataset(data: Dataset, model: Model, *, class_names: Sequence[str] | None = None,
+                  name: str = "data") -> Dataset:
+    """Check ``data`` against the model's inputs and classes; convert it once.
 
     Parameters
     ----------
     data : Dataset
-    input_shape : sequence of (int or None)
-        The model input's shape including the batch axis; ``None`` for a dynamic dim. The
-        batch axis is not checked.
-    input_dtype : numpy dtype-like
-        The model input's float dtype; ``x`` is cast to it.
-    n_classes : int
-        K, the number of model classes; labels must lie in 0..K-1.
+    model : Model
     class_names : sequence of str, optional
         Names to attach; they must be K names and agree with any names the data carry.
     name : str, default="data"
         What to call the data in messages ("data", "gradient data").
-    input_name : str, optional
-        The model input's name, for messages.
 
     Returns
     -------
     Dataset
-        ``data`` itself when nothing changes, else a copy with ``x`` cast and names attached.
+        Arrays keyed by the model's input names, in input order, each cast to its input's
+        dtype; ``checked_for`` set, so analyses receiving it do not check again. ``data``
+        itself when it was already checked for this model.
 
     Raises
     ------
     DataError
-        The sample shape does not fit, a label is outside 0..K-1, there are more or fewer
-        names than classes, or ``x`` holds NaN or inf.
+        An input cannot be filled from the data, a sample shape does not fit, a label is
+        outside 0..K-1, there are more or fewer names than classes, or the data hold NaN,
+        inf or values the input type cannot hold.
 
     Notes
     -----
-    Classes with no samples are allowed; CONCEPTS.md, "Setting", gives them NaN entries.
-    Names carried by the data may be fewer than K (e.g. sorted folder names when some
-    classes are absent); they are kept, and consumers ignore names that are not K long.
+    Arrays fill the inputs by input name; else by the names Hugging Face tokenizers use
+    for each input role (:data:`ROLE_ARRAY_NAMES`); a single unnamed array fills the
+    primary input. An attention mask, token type ids or position ids the data lack are
+    made as a Hugging Face model makes them when the argument is omitted (ones, zeros,
+    ``0..T-1``), and the data's ``notes`` say so. Classes with no samples are allowed;
+    they get NaN entries.
     """
-    x = data.x
-    expected = tuple(None if d is None or isinstance(d, str) else int(d) for d in input_shape[1:])
-    sample = tuple(int(s) for s in x.shape[1:])
-    if not _fits(sample, expected):
-        model = f"model input '{input_name}'" if input_name else "model input"
-        raise DataError(
-            f"{name} x has sample shape {_shape_text(sample)}, {model} expects {_shape_text(expected)} "
-            f"(batch axis excluded); {_shape_hint(sample, expected)}"
-        )
+    if data.checked_for == model.signature and class_names is None:
+        return data
+    features, notes = check_features(data.features, model, name=name)
+    n_classes = model.n_classes
     y = data.y
     bad = (y < 0) | (y >= n_classes)
     if bad.any():
@@ -602,46 +673,137 @@ def check_dataset(
         raise DataError(
             f"{name} has {int(bad.sum())} of {len(y)} labels outside 0..{n_classes - 1} (first: "
             f"{int(y[first])} at sample {first}); the model has {n_classes} classes, so labels must be "
-            f"0..{n_classes - 1}"
-        )
-    names = data.class_names
+            f"0..{n_classes - 1}")
+    names = _class_names(data, class_names, n_classes, name)
+    return Dataset(features, y, names, data.source, data.texts, (*data.notes, *notes),
+                   checked_for=model.signature)
+
+
+def _class_names(data: Dataset, given: Sequence[str] | None, n_classes: int, name: str) -> tuple[str, ...] | None:
     if data.class_names is not None and len(data.class_names) > n_classes:
+        raise DataError(f"{name} names {len(data.class_names)} classes but the model has {n_classes}; give "
+                        f"{n_classes} class names or use data with the model's classes")
+    if given is None:
+        return data.class_names
+    names = tuple(str(n) for n in given)
+    if len(names) != n_classes:
+        raise DataError(f"{len(names)} class names given but the model has {n_classes} classes; give one name per "
+                        "class, in label order")
+    if data.class_names is not None:
+        clash = [i for i, n in enumerate(data.class_names) if n != names[i]]
+        if clash:
+            i = clash[0]
+            raise DataError(f"{name} calls class {i} '{data.class_names[i]}' but the class names given call it "
+                            f"'{names[i]}'; make the label order agree")
+    return names
+
+
+def check_features(arrays: Mapping[str, np.ndarray], model: Model, *,
+                   name: str = "data") -> tuple[dict[str, np.ndarray], list[str]]:
+    """The model's inputs filled from ``arrays`` and converted; notes on what was filled.
+
+    The unlabelled half of :func:`check_dataset` (also used to predict samples without
+    labels). See its Notes for how arrays are matched to inputs.
+    """
+    matched = _match_inputs(arrays, model, name)
+    n = len(next(iter(arrays.values())))
+    out: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for inp in model.inputs:
+        value = matched.get(inp.name)
+        if value is None:
+            value = _default(inp, matched, n)
+            notes.append(f"input '{inp.name}' was not in the {name}: filled as a model fills an omitted "
+                         f"{inp.role} ({_FILL_TEXT[inp.role]})")
+        out[inp.name] = _convert(value, inp, name, model)
+    _check_lengths(out, model, name)
+    return out, notes
+
+
+def _match_inputs(arrays: Mapping[str, np.ndarray], model: Model, name: str) -> dict[str, np.ndarray]:
+    """Which array fills which input; fillable inputs may stay unmatched. Names the missing ones."""
+    matched: dict[str, np.ndarray] = {}
+    unused = dict(arrays)
+    for inp in model.inputs:
+        for key in (inp.name, ROLE_ARRAY_NAMES.get(inp.role)):
+            if key is not None and key in unused:
+                matched[inp.name] = unused.pop(key)
+                break
+    if model.input_name not in matched and len(arrays) == 1 and unused:
+        matched[model.input_name] = unused.popitem()[1]
+    missing = [i.name for i in model.inputs if i.name not in matched and i.role not in _FILLABLE]
+    if missing:
+        have = ", ".join(arrays) or "none"
         raise DataError(
-            f"{name} names {len(data.class_names)} classes but the model has {n_classes}; give "
-            f"{n_classes} class names or use data with the model's classes"
-        )
-    if class_names is not None:
-        given = tuple(str(n) for n in class_names)
-        if len(given) != n_classes:
-            raise DataError(
-                f"{len(given)} class names given but the model has {n_classes} classes; give one name per "
-                "class, in label order"
-            )
-        if data.class_names is not None:
-            clash = [i for i, n in enumerate(data.class_names) if n != given[i]]
-            if clash:
-                i = clash[0]
-                raise DataError(
-                    f"{name} calls class {i} '{data.class_names[i]}' but the class names given call it "
-                    f"'{given[i]}'; make the label order agree"
-                )
-        names = given
-    finite = np.isfinite(x.reshape(len(x), -1))
-    if not finite.all():
-        rows = np.flatnonzero(~finite.all(axis=1))
-        raise DataError(
-            f"{name} x holds {int(finite.size - np.count_nonzero(finite))} non-finite values (NaN or inf) "
-            f"in {len(rows)} samples, first in sample {int(rows[0])}; clean or drop those samples"
-        )
-    dtype = np.dtype(input_dtype)
-    if x.dtype != dtype:
+            f"the model's input{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} cannot be "
+            f"filled from the {name} (its arrays: {have}); give one array per model input, named after it "
+            "(`auditor inspect MODEL` lists the inputs), e.g. np.savez(path, y=..., " +
+            ", ".join(f"{m}=..." for m in missing) + ")")
+    return matched
+
+
+_FILL_TEXT = {"attention_mask": "ones", "token_type_ids": "zeros", "position_ids": "0..T-1"}
+_FILLABLE = frozenset(_FILL_TEXT)
+
+
+def _default(inp: ModelInput, matched: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """An omitted mask, token type or position input, shaped like the token ids."""
+    like = next((a for a in matched.values() if a.ndim == len(inp.shape)), None)
+    if like is not None:
+        shape = like.shape
+    elif all(d is not None for d in inp.sample_shape):
+        shape = (n, *[int(d) for d in inp.sample_shape if d is not None])
+    else:
+        raise DataError(f"cannot make input '{inp.name}' ({inp.role}): no array in the data has its shape; "
+                        f"give '{inp.name}' in the data")
+    if inp.role == "attention_mask":
+        return np.ones(shape, dtype=np.int64)
+    if inp.role == "position_ids":
+        return np.broadcast_to(np.arange(shape[-1], dtype=np.int64), shape)
+    return np.zeros(shape, dtype=np.int64)
+
+
+def _convert(value: np.ndarray, inp: ModelInput, name: str, model: Model) -> np.ndarray:
+    """Check one array's sample shape and values against its input; cast to the input dtype."""
+    sample = tuple(int(s) for s in value.shape[1:])
+    expected = tuple(None if d is None else int(d) for d in inp.sample_shape)
+    label = f"{name} x" if len(model.inputs) == 1 else f"{name} array for input '{inp.name}'"
+    if not _fits(sample, expected):
+        where = f"model input '{inp.name}'"
+        raise DataError(f"{label} has sample shape {_shape_text(sample)}, {where} expects "
+                        f"{_shape_text(expected)} (batch axis excluded); {_shape_hint(sample, expected)}")
+    dtype = inp.dtype
+    if value.dtype.kind == "f":
+        finite = np.isfinite(value.reshape(len(value), -1))
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1))
+            raise DataError(f"{label} holds {int(finite.size - np.count_nonzero(finite))} non-finite values "
+                            f"(NaN or inf) in {len(rows)} samples, first in sample {int(rows[0])}; clean or drop "
+                            "those samples")
+    if value.dtype == dtype:
+        return value
+    if dtype.kind == "f":
         with np.errstate(over="ignore"):  # overflow is reported below, as a DataError
-            x = x.astype(dtype)
-        if not np.isfinite(x).all():
-            raise DataError(
-                f"{name} x overflows {dtype} (largest magnitude {float(np.abs(data.x).max()):.3g}); "
-                "scale the data to the model's input range"
-            )
-    if x is data.x and names == data.class_names:
-        return data
-    return Dataset(x, y, names, data.source)
+            cast = value.astype(dtype)
+        if not np.isfinite(cast).all():
+            raise DataError(f"{label} overflows {dtype} (largest magnitude {float(np.abs(value).max()):.3g}); "
+                            "scale the data to the model's input range")
+        return cast
+    if value.dtype.kind == "f" and not np.array_equal(value, np.round(value)):
+        raise DataError(f"{label} holds non-integer values but input '{inp.name}' takes {dtype}; give integer "
+                        f"{inp.role.replace('_', ' ')}")
+    if dtype != np.bool_ and value.size:
+        info = np.iinfo(dtype)
+        low, high = value.min(), value.max()
+        if low < info.min or high > info.max:
+            raise DataError(f"{label} holds values {low}..{high} outside {dtype}'s range; check the data")
+    return value.astype(dtype)
+
+
+def _check_lengths(features: Mapping[str, np.ndarray], model: Model, name: str) -> None:
+    """Token-level inputs of one sample must share their sequence length."""
+    tokens = {i.name: features[i.name].shape[1:] for i in model.inputs if i.role != "features"}
+    if len(set(tokens.values())) > 1:
+        shown = ", ".join(f"{n} {_shape_text(s)}" for n, s in tokens.items())
+        raise DataError(f"{name}: the token-level arrays differ in shape ({shown}); tokenise every input to the "
+                        "same sequence length")

@@ -8,9 +8,9 @@ Runtime; no training framework is involved.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from . import graph as G
 from .errors import OptionError
 from .progress import Progress
 from .runtime import _to_device, make_session, resolve_provider
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .model import Model, Parameter
 
 __all__ = ["ClassGradients", "EgoDirections", "GradientStream", "class_gradients", "ego_directions",
            "gradient_sketches",
@@ -136,7 +140,7 @@ class EgoDirections(_FlatMapping):
         self.alpha_max.flags.writeable = False
 
 
-def _check_classes(model: Any, y: np.ndarray, classes: Sequence[int] | None) -> list[int]:
+def _check_classes(model: Model, y: np.ndarray, classes: Sequence[int] | None) -> list[int]:
     present = sorted(set(np.unique(y).tolist()))
     if classes is None:
         return present
@@ -146,7 +150,7 @@ def _check_classes(model: Any, y: np.ndarray, classes: Sequence[int] | None) -> 
     return [int(c) for c in sorted(set(classes)) if c in present]
 
 
-def class_gradients(model: Any, data: Any, *, batch_size: int = 128, provider: str = "auto",
+def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provider: str = "auto",
                     classes: Sequence[int] | None = None, progress: bool | None = None) -> ClassGradients:
     """Exact ``∇θ L_c(θ*)`` of every class present in ``data``.
 
@@ -194,14 +198,13 @@ class GradientStream:
     (:func:`gradient_sketches`) and recomputes the few it needs in full.
     """
 
-    def __init__(self, model: Any, data: Any, *, batch_size: int = 128, provider: str = "auto",
+    def __init__(self, model: Model, data: Dataset, *, batch_size: int = 128, provider: str = "auto",
                  classes: Sequence[int] | None = None) -> None:
         from .data import check_dataset
 
-        data = check_dataset(data, input_shape=model.input_shape, input_dtype=model.input_dtype,
-                             n_classes=model.n_classes)
+        data = check_dataset(data, model)
         self.model = model
-        self.x, self.y = np.asarray(data.x), np.asarray(data.y)
+        self.features, self.y = data.features, np.asarray(data.y)
         self.device = resolve_provider(provider)
         self.classes = _check_classes(model, self.y, classes)
         self.counts = np.bincount(self.y, minlength=model.n_classes).astype(np.int64)
@@ -214,19 +217,20 @@ class GradientStream:
         self.losses = np.full(model.n_classes, np.nan)
         self.n_batches = sum(-(-int(self.counts[c]) // self.batch) for c in self.classes)
 
-    def run(self, tick: Any = None) -> Iterator[tuple[int, np.ndarray]]:
-        model, x, y, batch, device = self.model, self.x, self.y, self.batch, self.device
-        session = make_session(G.gradient_graph(model, batch, x.shape[1:]), device)
+    def run(self, tick: Callable[[], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        model, y, batch, device = self.model, self.y, self.batch, self.device
+        shapes = {n: a.shape[1:] for n, a in self.features.items()}
+        session = make_session(G.gradient_graph(model, batch, shapes), device)
         outputs = [o.name for o in session.get_outputs()]
         weights = model.weights()
         binding = session.io_binding()
         for p in model.parameters:
-            binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(model.input_dtype, copy=False),
+            binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(p.dtype, copy=False),
                                                           device))
         binding.bind_ortvalue_input(f"adj_{G.TOTAL_LOSS}", _to_device(np.ones(1, np.float32), device))
         for name in outputs:
             binding.bind_output(name, "cpu")
-        xb = np.zeros((batch, *x.shape[1:]), dtype=x.dtype)
+        buffers = {n: np.zeros((batch, *a.shape[1:]), dtype=a.dtype) for n, a in self.features.items()}
         target = np.zeros((batch, model.n_classes), dtype=np.float32)
         for c in self.classes:
             idx_all = np.flatnonzero(y == c)
@@ -234,11 +238,12 @@ class GradientStream:
             loss = 0.0
             for s in range(0, len(idx_all), batch):
                 idx = idx_all[s:s + batch]
-                xb[:] = 0
-                xb[: len(idx)] = x[idx]
+                for name, xb in buffers.items():  # zero rows pad the last batch; their weight is 0
+                    xb[:] = 0
+                    xb[: len(idx)] = self.features[name][idx]
+                    binding.bind_ortvalue_input(name, _to_device(xb, device))
                 target[:] = 0
                 target[: len(idx), c] = 1.0 / self.counts[c]
-                binding.bind_ortvalue_input(model.input_name, _to_device(xb, device))
                 binding.bind_ortvalue_input(G.TARGET, _to_device(target, device))
                 session.run_with_iobinding(binding)
                 values = binding.copy_outputs_to_cpu()
@@ -253,7 +258,7 @@ class GradientStream:
             yield c, g
 
 
-def gradient_sketches(model: Any, data: Any, *, dim: int = 2048, seed: int = 0, batch_size: int = 128,
+def gradient_sketches(model: Model, data: Dataset, *, dim: int = 2048, seed: int = 0, batch_size: int = 128,
                       provider: str = "auto", progress: bool | None = None
                       ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """Count sketches of every class gradient, for a cheap conflict screen when K is large.
@@ -282,7 +287,7 @@ def _slices(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 def normalize_direction(g: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
-                        parameters: Sequence[Any], normalization: str = "filter",
+                        parameters: Sequence[Parameter], normalization: str = "filter",
                         include_1d: bool = False) -> dict[str, np.ndarray]:
     """``d = -normalise(g)`` for one class (CONCEPTS.md, "Class ego direction").
 
@@ -330,8 +335,8 @@ def default_alpha_max(normalization: str, theta_norm: float, gradient_norm: floa
     return 0.2 * theta_norm / gradient_norm
 
 
-def ego_directions(model: Any, data: Any = None, *, normalization: str = "filter", include_1d: bool = False,
-                   gradients: ClassGradients | None = None, **gradient_options: Any) -> EgoDirections:
+def ego_directions(model: Model, data: Dataset | None = None, *, normalization: str = "filter",
+                   include_1d: bool = False, gradients: ClassGradients | None = None, **gradient_options: Any) -> EgoDirections:
     """Class ego directions ``d_c = -normalise(g_c)`` (CONCEPTS.md, "Class ego direction").
 
     Parameters

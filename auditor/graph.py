@@ -15,7 +15,7 @@ Rewrites collect what they add and remove and apply it once, like onnxruntime's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -120,7 +120,23 @@ def canonicalize(proto: onnx.ModelProto, *, logits_name: str) -> tuple[onnx.Mode
     model.ir_version = max(required, 4, min(model.ir_version, MAX_IR_VERSION))
     del graph.value_info[:]  # stale after the edits; re-inferred where needed
     _prune(model, [o.name for o in graph.output] + [logits_name])
+    _drop_unused_inputs(model)
     return model, notes, sources
+
+
+def _drop_unused_inputs(model: onnx.ModelProto) -> None:
+    """Inputs nothing reads (e.g. a token-type input the export ignores) need no data."""
+    graph = model.graph
+    read = {o.name for o in graph.output}
+    for node in graph.node:
+        read.update(node.input)
+        for attr in node.attribute:
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                read.update(i for n in g.node for i in n.input)
+    used = [v for v in graph.input if v.name in read]
+    if len(used) < len(graph.input) and used:
+        del graph.input[:]
+        graph.input.extend(used)
 
 
 def _size(t: TensorProto) -> int:
@@ -297,7 +313,8 @@ def evaluation_graph(model: Any, *, keep_weights: bool = True, with_loss: bool =
 
 def _cast_float_head(m: onnx.ModelProto, model: Any) -> None:
     """Models computing in float16/64 get their logits cast to float32 for the head."""
-    if model.input_dtype == np.float32:
+    float_input = model.input_dtype.kind == "f"
+    if all(p.dtype == np.float32 for p in model.parameters) and (not float_input or model.input_dtype == np.float32):
         return
     for node in m.graph.node:
         if node.output and node.output[0] == LOGITS:
@@ -352,10 +369,11 @@ def perturbation_graph(model: Any, n_directions: int) -> onnx.ModelProto:
 # --------------------------------------------------------------------------- gradients
 
 
-def gradient_graph(model: Any, batch: int, sample_shape: Sequence[int]) -> onnx.ModelProto:
+def gradient_graph(model: Any, batch: int, sample_shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
     """The reverse-mode graph of the weighted cross-entropy with respect to θ.
 
-    Inputs: the data input with a static batch ``batch``, TARGET ``[batch, K]`` float32
+    Inputs: the data inputs with a static batch ``batch`` and the sample shapes
+    ``sample_shapes[name]`` (the data's, so dynamic axes become static), TARGET ``[batch, K]`` float32
     (``T[i, y_i]`` is sample i's weight, zero rows add nothing) and the seed
     ``adj_auditor_total_loss`` of shape ``[1]``. Outputs: TOTAL_LOSS and, for every
     parameter ``p``, ``adj_<p>`` of shape ``[1, *p.shape]``.
@@ -394,9 +412,9 @@ def gradient_graph(model: Any, batch: int, sample_shape: Sequence[int]) -> onnx.
     _cast_float_head(m, model)
     # Static shapes: Conv's reverse rule needs them.
     for v in g.input:
-        if v.name == model.input_name:
+        if v.name in sample_shapes:
             dims = v.type.tensor_type.shape.dim
-            for d, size in zip(dims, [batch, *sample_shape]):
+            for d, size in zip(dims, [batch, *sample_shapes[v.name]]):
                 d.Clear()
                 d.dim_value = int(size)
     _check_training_mode(m)

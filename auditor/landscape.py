@@ -251,7 +251,7 @@ def interference_model(model: Any, data: Any, a: int, b: int, *, directions: Ego
     directions_j = [_as_dict(names, shapes, axis0)] + ([] if axis1 is None else [_as_dict(names, shapes, axis1)])
     y = np.asarray(data.y)
     subset = _pair_subset(y, a, b, total_samples)
-    evaluator = Evaluator(model, np.asarray(data.x)[subset], y[subset], provider=provider, batch_size=batch_size,
+    evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
                           n_directions=len(directions_j), strategy=strategy)
     evaluator.set_directions(directions_j)
     pi = np.bincount(y, minlength=k) / len(y)

@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -41,6 +41,10 @@ from onnx import numpy_helper
 from . import graph as G
 from .errors import ModelError, OptionError
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .model import Model
 
 __all__ = [
     "resolve_provider",
@@ -180,16 +184,49 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([x, pad])
 
 
-def _batch_size(model: Any, batch_size: int) -> int:
+def _batch_size(model: Model, batch_size: int) -> int:
     if batch_size < 1:
         raise OptionError(f"batch size must be >= 1, got {batch_size}")
     return int(model.fixed_batch) if model.fixed_batch else int(batch_size)
 
 
-def predict_logits(model: Any, x: np.ndarray, *, batch_size: int = 256, provider: str = "auto",
-                   progress: bool | None = False) -> np.ndarray:
-    """Logits ``[N, K]`` (float32) of ``x`` at the exported weights.
+def _features(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's inputs from a data set, one array, or arrays by name (checked once)."""
+    from .data import Dataset, check_features
 
+    if isinstance(data, Dataset):
+        if data.checked_for == model.signature:
+            return dict(data.features)
+        return check_features(data.features, model)[0]
+    arrays = dict(data) if isinstance(data, Mapping) else {Dataset.UNNAMED: np.asarray(data)}
+    return check_features(Dataset(arrays, np.zeros(len(next(iter(arrays.values()))), np.int64)).features,
+                          model)[0]
+
+
+def _batch_feeds(model: Model, features: Mapping[str, np.ndarray], spans: Sequence[tuple[int, int]],
+                 batch: int, device: str) -> list[dict[str, ort.OrtValue]]:
+    """Each batch's inputs as device values; a fixed-batch model gets zero-padded batches."""
+    fixed = bool(model.fixed_batch)
+    return [{name: _to_device(_pad(a[s:e], batch) if fixed else a[s:e], device) for name, a in features.items()}
+            for s, e in spans]
+
+
+def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray], *, batch_size: int = 256,
+                   provider: str = "auto", progress: bool | None = False) -> np.ndarray:
+    """Logits ``[N, K]`` (float32) of the samples at the exported weights.
+
+    Parameters
+    ----------
+    model : Model
+    data : Dataset, ndarray or mapping of str to ndarray
+        Samples: a data set (its labels are not used), the samples of a one-input model,
+        or arrays by input name.
+    batch_size : int, default=256
+    provider : {"auto", "cuda", "cpu"}, default="auto"
+    progress : bool, optional
+
+    Notes
+    -----
     Logits as CONCEPTS.md, "Setting" reads them: the input of a final Softmax, the
     flattened output, ``log max(p, 1e-12)`` of probabilities, ``[0, z]`` for a sigmoid.
     A model with a batch fixed in the graph is run that many samples at a time.
@@ -197,13 +234,13 @@ def predict_logits(model: Any, x: np.ndarray, *, batch_size: int = 256, provider
     device = resolve_provider(provider)
     session = make_session(G.evaluation_graph(model, with_loss=False), device)
     bs = _batch_size(model, batch_size)
-    x = np.asarray(x, dtype=model.input_dtype)
-    out = np.empty((len(x), model.n_classes), dtype=np.float32)
-    spans = _batches(len(x), bs)
+    features = _features(model, data)
+    n = len(next(iter(features.values())))
+    out = np.empty((n, model.n_classes), dtype=np.float32)
+    spans = _batches(n, bs)
     with Progress(len(spans), "predicting", enabled=progress) as bar:
-        for s, e in spans:
-            chunk = _pad(x[s:e], bs) if model.fixed_batch else x[s:e]
-            z = session.run([G.LOGITS], {model.input_name: chunk})[0]
+        for (s, e), feeds in zip(spans, _batch_feeds(model, features, spans, bs, "cpu")):
+            z = session.run_with_ort_values([G.LOGITS], feeds)[0].numpy()
             out[s:e] = z[: e - s]
             bar.advance()
     return out
@@ -252,8 +289,8 @@ class Evaluator:
     Parameters
     ----------
     model : Model
-    x, y : ndarray
-        Checked data (see :func:`auditor.data.check_dataset`) and labels.
+    data : Dataset
+        The samples and labels (checked here unless already checked for ``model``).
     provider : {"auto", "cuda", "cpu"}, default="auto"
     batch_size : int, default=256
     n_directions : int, default=1
@@ -262,8 +299,10 @@ class Evaluator:
         See the module docstring.
     """
 
-    def __init__(self, model: Any, x: np.ndarray, y: np.ndarray, *, provider: str = "auto",
+    def __init__(self, model: Model, data: Dataset, *, provider: str = "auto",
                  batch_size: int = 256, n_directions: int = 1, strategy: str = "auto") -> None:
+        from .data import check_dataset
+
         if strategy not in ("auto", "inputs", "rebuild"):
             raise OptionError(f"unknown strategy {strategy!r}; choose auto, inputs or rebuild")
         self.model = model
@@ -272,16 +311,12 @@ class Evaluator:
         self.n_classes = int(model.n_classes)
         self.batch_size = _batch_size(model, batch_size)
         self.base = model.weights()
-        self.y = np.asarray(y, dtype=np.int64)
-        n = len(self.y)
-        self.spans = _batches(n, self.batch_size)
-        fixed = bool(model.fixed_batch)
-        x = np.asarray(x, dtype=model.input_dtype)
+        data = check_dataset(data, model)
+        self.y = np.asarray(data.y, dtype=np.int64)
+        self.spans = _batches(len(self.y), self.batch_size)
         # Data and labels live on the device for the whole run.
-        self._x = [_to_device(_pad(x[s:e], self.batch_size) if fixed else x[s:e], self.device)
-                   for s, e in self.spans]
-        self._y = [_to_device(_pad(self.y[s:e], self.batch_size) if fixed else self.y[s:e], self.device)
-                   for s, e in self.spans]
+        self._feeds = _batch_feeds(model, {**data.features, G.LABELS: self.y}, self.spans, self.batch_size,
+                                   self.device)
         self._directions: list[dict[str, np.ndarray]] = []
         self._bound: dict[str, ort.OrtValue] = {}
         self._inputs_session: ort.InferenceSession | None = None
@@ -369,8 +404,8 @@ class Evaluator:
             binding.bind_ortvalue_input(name, value)
         spans = self.spans if limit is None else self.spans[:limit]
         for b, (s, e) in enumerate(spans):
-            binding.bind_ortvalue_input(self.model.input_name, self._x[b])
-            binding.bind_ortvalue_input(G.LABELS, self._y[b])
+            for name, value in self._feeds[b].items():
+                binding.bind_ortvalue_input(name, value)
             binding.bind_output(G.LOSS, "cpu")
             binding.bind_output(G.PREDICTION, "cpu")
             session.run_with_iobinding(binding)

@@ -102,3 +102,36 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", guard)
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def spec_model(shape: tuple[Any, ...], dtype: Any = np.float32, k: int = 3, *,
+               extra: dict[str, tuple[Any, ...]] | None = None) -> Any:
+    """A loaded model with one input of ``shape`` and ``dtype`` (None or a name: a dynamic
+    dim) and K = ``k``: the input's mean times a weight row. ``extra`` adds int64 inputs
+    (name -> shape) that are read (added to the mean), for multi-input checks."""
+    import tempfile
+
+    import auditor
+
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    dims = [d if d is not None else f"d{i}" for i, d in enumerate(shape)]
+    inputs = [helper.make_tensor_value_info("x", elem, dims)]
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("Flatten", ["xf"], ["flat"], axis=1),
+             helper.make_node("ReduceMean", ["flat"], ["m"], axes=[1], keepdims=1)]
+    last = "m"
+    for j, (name, eshape) in enumerate((extra or {}).items()):
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.INT64, list(eshape)))
+        nodes += [helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT),
+                  helper.make_node("ReduceMean", [f"{name}_f"], [f"{name}_m"], axes=[1], keepdims=1),
+                  helper.make_node("Add", [last, f"{name}_m"], [f"s{j}"])]
+        last = f"s{j}"
+    nodes.append(helper.make_node("MatMul", [last, "w"], ["z"]))
+    w = numpy_helper.from_array(np.linspace(-1, 1, k, dtype=np.float32).reshape(1, k), "w")
+    g = helper.make_graph(nodes, "spec", inputs, [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", k])],
+                          [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "spec.onnx"
+        onnx.save(m, path)
+        return auditor.load_model(path)

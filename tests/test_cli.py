@@ -110,6 +110,9 @@ def _bad_files(tmp_path: Path, small_mlp: dict) -> dict[str, Path]:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "intin.onnx")
     files["int_input"] = tmp_path / "intin.onnx"
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.STRING, ["N", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.STRING, ["N", 3])])
     w = numpy_helper.from_array(np.ones((4, 6), np.float32), "w")
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
@@ -141,7 +144,7 @@ def _bad_files(tmp_path: Path, small_mlp: dict) -> dict[str, Path]:
 BAD_INPUT = [
     ("missing model", lambda f, m: ["audit", "nope.onnx", "--data", f["good"]], "model file 'nope.onnx' does not exist"),
     ("not onnx", lambda f, m: ["inspect", f["junk"]], "is not an ONNX model"),
-    ("no float input", lambda f, m: ["inspect", f["int_input"]], "no floating-point data input"),
+    ("no weights", lambda f, m: ["inspect", f["int_input"]], "has no floating-point weights that the logits"),
     ("output not [N, K]", lambda f, m: ["inspect", f["rank3"]], r"no output is shaped \[N, K\]"),
     ("missing data", lambda f, m: ["audit", m, "--data", "missing.npz"], "does not exist"),
     ("data shape", lambda f, m: ["audit", m, "--data", f["shape"]], r"sample shape \(5,\)"),

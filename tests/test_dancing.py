@@ -102,16 +102,12 @@ def test_log_and_checkpoint_paths_give_identical_analyses(tmp_path: Path, monkey
             rec.record(t, logits, epoch=t)
     from_log = dance_analysis(log)
 
-    class FakeModel:
-        n_classes = 3
-        input_shape = (None, 1)
-        input_dtype = np.float32
+    from .conftest import make_mlp, random_mlp_weights
 
-    calls = iter(PRED)
-    monkeypatch.setattr("auditor.model.load_model", lambda path: FakeModel())
+    calls = iter(PRED)  # the checkpoints "predict" the log's records
     monkeypatch.setattr("auditor.runtime.predict_logits", lambda model, x, **kw: np.eye(3)[next(calls)])
     for t in range(len(PRED)):
-        (tmp_path / f"epoch_{t}.onnx").write_bytes(b"")
+        make_mlp(tmp_path / f"epoch_{t}.onnx", random_mlp_weights(1, 4, 3, seed=t))
     probe = auditor.Dataset(np.zeros((5, 1), np.float32), LABELS, ("a", "b", "c"))
     series = predict_checkpoints(str(tmp_path / "epoch_*.onnx"), probe)
     from_ckpt = dance_analysis(series)

@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 from auditor.data import Dataset, check_dataset, load_data
+
+from .conftest import spec_model
 from auditor.errors import AuditorError, DataError, OptionError
 
 # ----------------------------------------------------------------------------- helpers
@@ -56,13 +58,13 @@ def test_dataset_converts_and_freezes() -> None:
     x = np.arange(12, dtype=np.int32).reshape(4, 3)
     y = np.array([0.0, 2.0, 1.0, 2.0])
     d = Dataset(x, y, class_names=["a", "b", "c"])
-    assert d.x.dtype == np.float32 and d.x.flags.c_contiguous
-    np.testing.assert_array_equal(d.x, x.astype(np.float32))
+    assert d.x.dtype == np.int32 and d.x.flags.c_contiguous  # numeric dtypes kept until check_dataset
+    np.testing.assert_array_equal(d.x, x)
     assert d.y.dtype == np.int64 and d.y.tolist() == [0, 2, 1, 2]
     assert d.class_names == ("a", "b", "c") and d.source == "array" and len(d) == 4
     assert not d.x.flags.writeable and not d.y.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
-        d.x[0, 0] = 1.0
+        d.x[0, 0] = 1
 
 
 def test_dataset_keeps_float_dtype_and_leaves_caller_arrays_writeable() -> None:
@@ -260,11 +262,13 @@ def test_csv_numeric_labels(tmp_path: Path) -> None:
 def test_check_dataset_casts_once_and_passes_through() -> None:
     x = np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
     d = Dataset(x, [0, 1, 1, 0], class_names=("a", "b"))
-    same = check_dataset(d, input_shape=(None, 1, 8, 8), input_dtype=np.float32, n_classes=2)
-    assert same is d
-    dyn = check_dataset(d, input_shape=("batch", 1, None, None), input_dtype=np.dtype("float32"), n_classes=2)
-    assert dyn is d
-    wide = check_dataset(d, input_shape=(1, 1, 8, 8), input_dtype=np.float64, n_classes=5)
+    same = check_dataset(d, spec_model((None, 1, 8, 8), k=2))
+    np.testing.assert_array_equal(same.features["x"], x)
+    assert np.shares_memory(same.features["x"], d.x) and same.checked_for  # no copy when nothing changes
+    model = spec_model(("batch", 1, None, None), k=2)
+    dyn = check_dataset(d, model)
+    assert check_dataset(dyn, model) is dyn  # checked once: passed through
+    wide = check_dataset(d, spec_model((1, 1, 8, 8), np.float64, k=5))
     assert wide.x.dtype == np.float64 and not wide.x.flags.writeable
     np.testing.assert_array_equal(wide.x, x.astype(np.float64))
     assert wide.class_names == ("a", "b") and wide.source == d.source  # fewer names than classes: kept
@@ -273,21 +277,17 @@ def test_check_dataset_casts_once_and_passes_through() -> None:
 
 def test_check_dataset_attaches_given_class_names() -> None:
     d = Dataset(np.zeros((2, 3), np.float32), [0, 2])
-    out = check_dataset(
-        d, input_shape=(None, 3), input_dtype=np.float32, n_classes=3, class_names=["x", "y", "z"]
-    )
+    out = check_dataset(d, spec_model((None, 3)), class_names=["x", "y", "z"])
     assert out.class_names == ("x", "y", "z")
     np.testing.assert_array_equal(out.x, d.x)
     named = Dataset(np.zeros((2, 3), np.float32), [0, 1], class_names=("x", "y"))
-    assert check_dataset(
-        named, input_shape=(None, 3), input_dtype=np.float32, n_classes=3, class_names=["x", "y", "z"]
-    ).class_names == ("x", "y", "z")
+    assert check_dataset(named, spec_model((None, 3)), class_names=["x", "y", "z"]).class_names == ("x", "y", "z")
 
 
 def test_check_dataset_float16_overflow() -> None:
     d = Dataset(np.array([[1e6, 0.0]], np.float32), [0])
     with pytest.raises(DataError, match=r"data x overflows float16 \(largest magnitude 1e\+06\)"):
-        check_dataset(d, input_shape=(None, 2), input_dtype=np.float16, n_classes=1)
+        check_dataset(d, spec_model((None, 2), np.float16, k=2))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -302,7 +302,7 @@ def _npz(tmp_path: Path, **arrays: np.ndarray) -> Path:
 def _check(
     x: np.ndarray, y: list[int], shape: tuple[int | None, ...], k: int = 3, **kw: object
 ) -> Callable[[], object]:
-    return lambda: check_dataset(Dataset(x, y), input_shape=shape, input_dtype=np.float32, n_classes=k, **kw)
+    return lambda: check_dataset(Dataset(x, y), spec_model(shape, k=k), **kw)  # type: ignore[arg-type]
 
 
 def _nan_data() -> np.ndarray:
@@ -407,24 +407,24 @@ BAD: list[tuple[str, Callable[[Path], Callable[[], object]], str]] = [
     ),
     (
         "shape-mismatch-flat",
-        lambda t: _check(np.zeros((2, 64), np.float32), [0, 1], (None, 1, 8, 8), input_name="input"),
-        r"^data x has sample shape \(64,\), model input 'input' expects \(1, 8, 8\) "
+        lambda t: _check(np.zeros((2, 64), np.float32), [0, 1], (None, 1, 8, 8)),
+        r"^data x has sample shape \(64,\), model input 'x' expects \(1, 8, 8\) "
         r"\(batch axis excluded\); it has as many values per sample: reshape x to \(N, 1, 8, 8\)$",
     ),
     (
         "shape-mismatch-nchw-vs-nhwc",
         lambda t: _check(np.zeros((2, 3, 8, 8), np.float32), [0, 1], (None, 8, 8, 3)),
-        r"sample shape \(3, 8, 8\), model input expects \(8, 8, 3\) .*--layout NHWC",
+        r"sample shape \(3, 8, 8\), model input 'x' expects \(8, 8, 3\) .*--layout NHWC",
     ),
     (
         "shape-mismatch-nhwc-vs-nchw",
         lambda t: _check(np.zeros((2, 8, 8, 3), np.float32), [0, 1], (None, 3, None, None)),
-        r"sample shape \(8, 8, 3\), model input expects \(3, \?, \?\) .*--layout NCHW",
+        r"sample shape \(8, 8, 3\), model input 'x' expects \(3, \?, \?\) .*--layout NCHW",
     ),
     (
         "shape-mismatch-rank",
         lambda t: _check(np.zeros((2, 5), np.float32), [0, 1], (None, 4)),
-        r"sample shape \(5,\), model input expects \(4,\) \(batch axis excluded\); "
+        r"sample shape \(5,\), model input 'x' expects \(4,\) \(batch axis excluded\); "
         r"reshape the data to the model's input$",
     ),
     (
@@ -452,9 +452,7 @@ BAD: list[tuple[str, Callable[[Path], Callable[[], object]], str]] = [
         lambda t: (
             lambda: check_dataset(
                 Dataset(np.zeros((2, 2), np.float32), [0, 1], class_names=("a", "b", "c", "d")),
-                input_shape=(None, 2),
-                input_dtype=np.float32,
-                n_classes=3,
+                spec_model((None, 2)),
                 name="gradient data",
             )
         ),
@@ -465,9 +463,7 @@ BAD: list[tuple[str, Callable[[Path], Callable[[], object]], str]] = [
         lambda t: (
             lambda: check_dataset(
                 Dataset(np.zeros((2, 2), np.float32), [0, 1], class_names=("a", "b")),
-                input_shape=(None, 2),
-                input_dtype=np.float32,
-                n_classes=3,
+                spec_model((None, 2)),
                 class_names=["a", "c", "b"],
             )
         ),

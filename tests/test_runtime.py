@@ -34,7 +34,7 @@ def test_perturbed_losses_equal_an_independent_evaluation(name: str, strategy: s
     x, y = z["x"], z["y"]
     rng = np.random.default_rng(0)
     direction = {p.name: rng.standard_normal(p.shape).astype(np.float32) * 0.05 for p in model.parameters}
-    ev = Evaluator(model, x, y, strategy=strategy, batch_size=16)
+    ev = Evaluator(model, auditor.Dataset(x, y), strategy=strategy, batch_size=16)
     ev.set_directions([direction])
     base = ev.evaluate([0.0]).loss
     proto = __import__("onnx").load(z["path"])
@@ -56,7 +56,7 @@ def test_two_directions_add(small_mlp: dict) -> None:
     d0 = {p.name: rng.standard_normal(p.shape).astype(np.float32) for p in model.parameters}
     d1 = {p.name: rng.standard_normal(p.shape).astype(np.float32) for p in model.parameters}
     for strategy in ("inputs", "rebuild"):
-        ev = Evaluator(model, small_mlp["x"], small_mlp["y"], n_directions=2, strategy=strategy)
+        ev = Evaluator(model, auditor.Dataset(small_mlp["x"], small_mlp["y"]), n_directions=2, strategy=strategy)
         ev.set_directions([d0, d1])
         got = ev.evaluate([0.1, -0.2]).loss
         step = {n: 0.1 * d0[n] - 0.2 * d1[n] for n in d0}
@@ -66,7 +66,7 @@ def test_two_directions_add(small_mlp: dict) -> None:
 
 def test_auto_strategy_picks_one_and_records_timings(small_mlp: dict) -> None:
     model = auditor.load_model(small_mlp["path"])
-    ev = Evaluator(model, small_mlp["x"], small_mlp["y"], strategy="auto")
+    ev = Evaluator(model, auditor.Dataset(small_mlp["x"], small_mlp["y"]), strategy="auto")
     ev.set_directions([{}])
     ev.evaluate([0.0])
     assert ev.strategy in ("inputs", "rebuild")
