@@ -336,7 +336,8 @@ def default_alpha_max(normalization: str, theta_norm: float, gradient_norm: floa
 
 
 def ego_directions(model: Model, data: Dataset | None = None, *, normalization: str = "filter",
-                   include_1d: bool = False, gradients: ClassGradients | None = None, **gradient_options: Any) -> EgoDirections:
+                   include_1d: bool = False, gradients: ClassGradients | None = None,
+                   **gradient_options: Any) -> EgoDirections:
     """Class ego directions ``d_c = -normalise(g_c)`` (CONCEPTS.md, "Class ego direction").
 
     Parameters

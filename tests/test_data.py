@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from auditor.data import Dataset, check_dataset, load_data
+from auditor.errors import AuditorError, DataError, OptionError
 
 from .conftest import spec_model
-from auditor.errors import AuditorError, DataError, OptionError
 
 # ----------------------------------------------------------------------------- helpers
 
