@@ -14,7 +14,7 @@ from .audit import AuditOptions, AuditResult, run_audit  # noqa: E402
 from .cct import CrossClassTestResult, cross_class_test  # noqa: E402
 from .confusion import ErrorShare, error_share  # noqa: E402
 from .dancing import DanceAnalysis, LabelDancingRecorder, dance_analysis, predict_checkpoints  # noqa: E402
-from .data import Dataset, load_data  # noqa: E402
+from .data import Dataset, check_dataset, load_data  # noqa: E402
 from .errors import (  # noqa: E402
     AuditorError,
     DataError,
@@ -32,7 +32,7 @@ __all__ = [
     "__version__",
     "AuditorError", "DataError", "ModelError", "OptionError", "ResultsError", "UnsupportedNodeError",
     "Model", "Parameter", "load_model",
-    "Dataset", "load_data",
+    "Dataset", "check_dataset", "load_data",
     "ClassGradients", "EgoDirections", "class_gradients", "ego_directions",
     "CrossClassTestResult", "cross_class_test",
     "InterferenceResult", "interference",

@@ -94,17 +94,39 @@ def _image_size(text: str | None) -> tuple[int, int] | None:
     return h, w
 
 
-def _load_data(path: Path, *, label_column: str, image_size: str | None, layout: str, mean: str | None,
-               std: str | None, grayscale: bool) -> Any:
-    from .data import load_data
+LabelColumnOption = Annotated[str, typer.Option(help="CSV/JSONL label column.")]
+ImageSizeOption = Annotated[str | None, typer.Option(help="Resize images to HxW.")]
+LayoutOption = Annotated[str, typer.Option(help="Image layout: NCHW or NHWC.")]
+MeanOption = Annotated[str | None, typer.Option(help="Per-channel mean for images, comma-separated.")]
+StdOption = Annotated[str | None, typer.Option(help="Per-channel std for images, comma-separated.")]
+GrayscaleOption = Annotated[bool, typer.Option(help="Read images as one channel.")]
+TextColumnOption = Annotated[list[str] | None, typer.Option(
+    "--text-column", help="Text data (.csv/.jsonl): the text column; give it twice for text pairs.")]
+TokenizerOption = Annotated[Path | None, typer.Option(help="Text data: the model's tokenizer.json.")]
+MaxLengthOption = Annotated[int, typer.Option(help="Text data: truncate texts to this many tokens.")]
+PaddingOption = Annotated[str, typer.Option(help="Text data: pad to the longest text, or to max_length.")]
 
-    kwargs: dict[str, Any] = {"label_column": label_column, "layout": layout, "grayscale": grayscale}
+
+def _data_kwargs(*, label_column: str = "label", image_size: str | None = None, layout: str = "NCHW",
+                 mean: str | None = None, std: str | None = None, grayscale: bool = False,
+                 text_column: list[str] | None = None, tokenizer: Path | None = None, max_length: int = 128,
+                 padding: str = "longest") -> dict[str, Any]:
+    """The data options of the command line as :func:`auditor.load_data` keywords."""
+    kwargs: dict[str, Any] = {"label_column": label_column, "layout": layout, "grayscale": grayscale,
+                              "text_column": text_column or None, "tokenizer": tokenizer, "max_length": max_length,
+                              "padding": padding}
     if image_size is not None:
         kwargs["image_size"] = _image_size(image_size)
     if mean is not None:
         kwargs["mean"] = _floats(mean, "--mean")
     if std is not None:
         kwargs["std"] = _floats(std, "--std")
+    return kwargs
+
+
+def _load_data(path: Path, kwargs: dict[str, Any]) -> Any:
+    from .data import load_data
+
     return load_data(path, **kwargs)
 
 
@@ -127,12 +149,16 @@ def inspect(
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
-    shape = "x".join(str(d) for d in summary["input"]["shape"])
     lines = [
         f"model       {summary['path']}",
         f"producer    {summary['producer']}  (opset {summary['opset']}, IR {summary['ir_version']})",
-        f"input       {summary['input']['name']}  [{shape}] {summary['input']['dtype']} "
-        f"({summary['input']['layout']})",
+    ]
+    for i, inp in enumerate(summary["inputs"]):
+        shape = "x".join(str(d) for d in inp["shape"])
+        layout = summary["input"]["layout"] if inp["name"] == summary["input"]["name"] else ""
+        primary = f", {layout}" if layout and inp["role"] == "features" else ""
+        lines.append(f"{'input' if i == 0 else '':<12}{inp['name']}  [{shape}] {inp['dtype']} ({inp['role']}{primary})")
+    lines += [
         f"logits      {summary['logits']['tensor']}  ({summary['logits']['kind']}), K = {summary['n_classes']}",
         f"batch       {'fixed at ' + str(m.fixed_batch) if m.fixed_batch else 'dynamic'}",
         f"parameters  {summary['n_parameters']:,} in {len(m.parameters)} tensors",
@@ -233,8 +259,8 @@ def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, opti
 
     say = (lambda m: None) if quiet else _echo
     m = load_model(model, exclude=options.exclude)
-    d = _load_data(data, **data_kwargs)
-    g = _load_data(gradient_data, **data_kwargs) if gradient_data else None
+    d = _load_data(data, data_kwargs)
+    g = _load_data(gradient_data, data_kwargs) if gradient_data else None
     say(f"auditing {model} ({m.n_classes} classes, {m.n_parameters:,} parameters) on {len(d)} samples")
     result = run_audit(m, d, options, gradient_data=g, log=say)
     as_dict = result.to_dict()
@@ -275,12 +301,16 @@ def audit(
         "--gate", help="A gate check NAME=WARN:FAIL, e.g. worst_class_accuracy=0.9:0.8 (repeatable).")] = None,
     gate_config: Annotated[Path | None, typer.Option(help="TOML file of [gate.NAME] warn/fail bounds.")] = None,
     dance: Annotated[Path | None, typer.Option(help="A label-dancing log to add to the report.")] = None,
-    label_column: Annotated[str, typer.Option(help="CSV label column.")] = "label",
-    image_size: Annotated[str | None, typer.Option(help="Resize images to HxW.")] = None,
-    layout: Annotated[str, typer.Option(help="Image layout: NCHW or NHWC.")] = "NCHW",
-    mean: Annotated[str | None, typer.Option(help="Per-channel mean for images, comma-separated.")] = None,
-    std: Annotated[str | None, typer.Option(help="Per-channel std for images, comma-separated.")] = None,
-    grayscale: Annotated[bool, typer.Option(help="Read images as one channel.")] = False,
+    label_column: LabelColumnOption = "label",
+    image_size: ImageSizeOption = None,
+    layout: LayoutOption = "NCHW",
+    mean: MeanOption = None,
+    std: StdOption = None,
+    grayscale: GrayscaleOption = False,
+    text_column: TextColumnOption = None,
+    tokenizer: TokenizerOption = None,
+    max_length: MaxLengthOption = 128,
+    padding: PaddingOption = "longest",
     report: Annotated[bool, typer.Option(help="Write report.html too.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
     debug: DebugOption = False,
@@ -296,8 +326,9 @@ def audit(
     checks = _gate_checks(gate, gate_config)
     result = _run(model, data, out, gradient_data=gradient_data, options=options, checks=checks, dance=dance,
                   report=report, quiet=quiet,
-                  data_kwargs={"label_column": label_column, "image_size": image_size, "layout": layout,
-                               "mean": mean, "std": std, "grayscale": grayscale})
+                  data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
+                                           mean=mean, std=std, grayscale=grayscale, text_column=text_column,
+                                           tokenizer=tokenizer, max_length=max_length, padding=padding))
     typer.echo(_summary_table(result))
     typer.echo(_gate_lines(result.gate))
     if result.gate["verdict"] == "fail":
@@ -349,8 +380,7 @@ def demo(
     options = AuditOptions(pairs=3, grid=25, provider=device)
     result = _run(paths.model, paths.data, out, gradient_data=paths.train, options=options,
                   checks=list(DEFAULT_CHECKS), dance=paths.dance, report=True, quiet=False,
-                  data_kwargs={"label_column": "label", "image_size": None, "layout": "NCHW", "mean": None,
-                               "std": None, "grayscale": False})
+                  data_kwargs=_data_kwargs())
     typer.echo(_summary_table(result))
     typer.echo(_gate_lines(result.gate))
     typer.echo(f"\nreport: {(out / 'report.html').resolve()}")

@@ -176,9 +176,9 @@ def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provi
     -----
     The batches are class-sorted, so one seed of the scalar loss
     ``-Σ_i Σ_k T[i,k] log softmax(z_i)_k`` with ``T[i, c] = 1/|D_c|`` for the samples of
-    class c gives ``g_c`` directly; the last batch of a class is padded with zero rows,
-    which add nothing. This is several times cheaper than one seed per class
-    (ENGINEERING.md).
+    class c gives ``g_c`` directly; the last batch of a class is padded with copies of one
+    of its samples given zero weight, which add nothing. This is several times cheaper
+    than one seed per class (ENGINEERING.md).
     """
     stream = GradientStream(model, data, batch_size=batch_size, provider=provider, classes=classes)
     flat = np.zeros((len(stream.classes), stream.n_parameters), dtype=np.float32)
@@ -238,9 +238,12 @@ class GradientStream:
             loss = 0.0
             for s in range(0, len(idx_all), batch):
                 idx = idx_all[s:s + batch]
-                for name, xb in buffers.items():  # zero rows pad the last batch; their weight is 0
-                    xb[:] = 0
+                for name, xb in buffers.items():
+                    # The last batch is padded with copies of a real sample (weight 0): zero rows
+                    # could make a model divide by zero (an all-zero attention mask) and NaN
+                    # times a zero weight is still NaN in the adjoint.
                     xb[: len(idx)] = self.features[name][idx]
+                    xb[len(idx):] = self.features[name][idx[0]]
                     binding.bind_ortvalue_input(name, _to_device(xb, device))
                 target[:] = 0
                 target[: len(idx), c] = 1.0 / self.counts[c]

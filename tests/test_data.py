@@ -340,7 +340,8 @@ BAD: list[tuple[str, Callable[[Path], Callable[[], object]], str]] = [
     (
         "npz-missing-keys",
         lambda t: lambda: load_data(_npz(t, features=np.zeros((2, 2)), labels=np.zeros(2))),
-        r"has arrays \['features', 'labels'\]; expected 'x' \(samples\) and 'y' \(labels\)",
+        r"has arrays \['features', 'labels'\]; expected the samples \('x', or one array per model input named "
+        r"after it\) and 'y' \(labels\)",
     ),
     (
         "npz-pickle",
