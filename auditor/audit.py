@@ -205,7 +205,7 @@ class AuditResult:
         return replace(self, dance=dance)
 
     def to_dict(self) -> dict[str, Any]:
-        from .io import to_jsonable
+        from .serialization import to_jsonable
 
         return to_jsonable({
             "schema_version": self.schema_version, "created": self.created, "versions": dict(self.versions),
@@ -225,7 +225,7 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditResult:
-        from .io import array_from_json
+        from .serialization import array_from_json
 
         version = str(d.get("schema_version", ""))
         if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:

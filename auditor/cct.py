@@ -15,9 +15,9 @@ import numpy as np
 
 from .errors import OptionError
 from .gradients import EgoDirections
-from .io import array_from_json, json_array
 from .progress import Progress
 from .runtime import Evaluator, StepStats
+from .serialization import array_from_json, json_array
 
 __all__ = ["CrossClassTestResult", "cross_class_test", "default_alphas", "FULL_FLOW_MAX_CLASSES"]
 

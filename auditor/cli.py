@@ -219,7 +219,7 @@ def _dance_dict(analysis: Any, result_dict: dict[str, Any] | None) -> dict[str, 
     import numpy as np
 
     from .confusion import pair_confusion
-    from .io import array_from_json
+    from .serialization import array_from_json
 
     d = analysis.to_dict()
     if result_dict is not None:
@@ -228,7 +228,7 @@ def _dance_dict(analysis: Any, result_dict: dict[str, Any] | None) -> dict[str, 
         if s.shape[0] != analysis.n_classes:
             raise OptionError(f"the dancing log has {analysis.n_classes} classes but the audit has {s.shape[0]}; "
                               "compare a log and an audit of the same model")
-        d["agreement"] = analysis.agreement(pair_score=s, pair_confusion=p)
+        d["agreement"] = analysis.compare_pairs(pair_score=s, pair_confusion=p).to_dict()
     return d
 
 
@@ -239,7 +239,7 @@ def _dance_for(log: Path, result_dict: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _write_outputs(result: Any, out: Path, *, report: bool, log: Callable[[str], None]) -> None:
-    from .io import write_json
+    from .serialization import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", result.to_dict())
@@ -406,8 +406,8 @@ def dance(
 ) -> None:
     """Label dancing from a training LOG, or from --checkpoints predicting --data."""
     from .dancing import dance_analysis, predict_checkpoints
-    from .io import write_json
     from .report import render_dance_report
+    from .serialization import write_json
 
     if (log is None) == (checkpoints is None):
         raise OptionError("give either a LOG or --checkpoints GLOB (with --data), not both or neither")

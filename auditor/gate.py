@@ -24,10 +24,7 @@ import numpy as np
 
 from .errors import OptionError
 
-__all__ = ["Check", "QUANTITIES", "DEFAULT_CHECKS", "evaluate_gate", "parse_check", "load_gate_config",
-           "STATUSES"]
-
-STATUSES = ("pass", "warn", "fail", "skipped")
+__all__ = ["Check", "QUANTITIES", "DEFAULT_CHECKS", "evaluate_gate", "parse_check", "load_gate_config"]
 
 
 def _worst_class_accuracy(r: Any) -> float:

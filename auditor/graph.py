@@ -47,13 +47,16 @@ TARGET = "auditor_target"  # per-sample class weights for the gradient loss, [B,
 TOTAL_LOSS = "auditor_total_loss"  # scalar, the differentiated loss
 TARGET_OPSET = 17
 MAX_IR_VERSION = 10  # read by every onnxruntime >= 1.20
-_CONSTANT_SOURCES = ("Constant",)
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Bernoulli", "Multinomial"}
-_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+#: Element types of floating-point tensors (weights are θ only if one of these).
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
+# Attribute types holding subgraphs (If/Loop/Scan bodies): nodes with them are never folded.
+_GRAPH_ATTRIBUTES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
-def _opset(proto: onnx.ModelProto) -> int:
+def opset_of(proto: onnx.ModelProto) -> int:
+    """The model's default-domain opset (0 when it declares none)."""
     return next((int(i.version) for i in proto.opset_import if i.domain in ("", "ai.onnx")), 0)
 
 
@@ -77,7 +80,7 @@ def canonicalize(proto: onnx.ModelProto, *, logits_name: str) -> tuple[onnx.Mode
     sources: dict[str, str] = {}
     graph = model.graph
 
-    opset = _opset(model)
+    opset = opset_of(model)
     if opset < 16:
         # The converter handles old graphs only while initializers stay listed as inputs
         # (ENGINEERING.md), so list them for the conversion and drop them after.
@@ -100,7 +103,7 @@ def canonicalize(proto: onnx.ModelProto, *, logits_name: str) -> tuple[onnx.Mode
             tensor = _constant_value(node)
             if tensor is not None:
                 graph.initializer.append(tensor)
-                if tensor.data_type in _FLOAT_TYPES and _size(tensor) >= 2:
+                if tensor.data_type in FLOAT_TYPES and _size(tensor) >= 2:
                     sources[tensor.name] = "constant"
                 continue
         keep.append(node)
@@ -174,13 +177,13 @@ def _materialise_constant_subgraphs(model: onnx.ModelProto) -> dict[str, str]:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     constant: set[str] = set(inits)
-    has_weight: dict[str, bool] = {n: (t.data_type in _FLOAT_TYPES and _size(t) >= 2) for n, t in inits.items()}
+    has_weight: dict[str, bool] = {n: (t.data_type in FLOAT_TYPES and _size(t) >= 2) for n, t in inits.items()}
     producer: dict[str, onnx.NodeProto] = {}
     for node in graph.node:
         for o in node.output:
             producer[o] = node
         ins = [i for i in node.input if i]
-        if (node.op_type not in _NONDETERMINISTIC and not any(a.type in (5, 10) for a in node.attribute)
+        if (node.op_type not in _NONDETERMINISTIC and not any(a.type in _GRAPH_ATTRIBUTES for a in node.attribute)
                 and all(i in constant for i in ins)):
             for o in node.output:
                 constant.add(o)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .cct import CrossClassTestResult
 from .gradients import ClassGradients, EgoDirections
-from .io import array_from_json, json_array
+from .serialization import array_from_json, json_array
 
 __all__ = [
     "InterferenceResult",

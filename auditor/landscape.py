@@ -14,9 +14,9 @@ import numpy as np
 from .cct import CrossClassTestResult
 from .errors import OptionError
 from .gradients import ClassGradients, EgoDirections
-from .io import array_from_json, json_array
 from .progress import Progress
 from .runtime import Evaluator
+from .serialization import array_from_json, json_array
 
 __all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "BASES"]
 

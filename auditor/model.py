@@ -23,6 +23,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import ModelError
+from .graph import FLOAT_TYPES, canonicalize, opset_of
 
 __all__ = ["Model", "ModelInput", "Parameter", "load_model", "probe_feeds", "LOGITS_KINDS", "INPUT_ROLES"]
 
@@ -48,16 +49,8 @@ _NON_PARAMETER_INPUTS: dict[str, set[int]] = {
     "ConstantOfShape": {0},
     "Range": {0, 1, 2},
 }
-_FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT,
-    onnx.TensorProto.DOUBLE,
-    onnx.TensorProto.FLOAT16,
-    onnx.TensorProto.BFLOAT16,
-}
 # Ops a logits tensor can pass through unchanged on its way to an output.
 _TRANSPARENT = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Bernoulli", "Multinomial"}
 
 
 @dataclass(frozen=True)
@@ -277,8 +270,6 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
     >>> model.n_classes
     10
     """
-    from .graph import canonicalize  # graph transforms live in graph.py
-
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file '{path}' does not exist; check the path")
@@ -300,7 +291,7 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
         raise ModelError(f"the weights of '{path}' live in external data files that could not be "
                          f"read ({err}); keep them next to the model file") from err
 
-    original_opset = _opset(proto)
+    original_opset = opset_of(proto)
     original_ir = proto.ir_version
     op_types = Counter(n.op_type for n in proto.graph.node)
     producer = " ".join(x for x in (proto.producer_name, proto.producer_version) if x) or "unknown"
@@ -326,17 +317,10 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
         path=str(path), proto=canonical, inputs=inputs, input_name=input_name, input_shape=input_shape,
         input_dtype=input_dtype, layout=_layout(primary), output_name=output_name,
         logits_name=logits_name, logits_kind=logits_kind, n_classes=n_classes,
-        parameters=parameters, fixed_batch=fixed, opset=_opset(canonical),
+        parameters=parameters, fixed_batch=fixed, opset=opset_of(canonical),
         ir_version=canonical.ir_version, original_opset=original_opset,
         original_ir_version=original_ir, producer=producer, op_types=dict(op_types),
         excluded=tuple(exclude), sha256=hashlib.sha256(raw).hexdigest(), notes=tuple(notes))
-
-
-def _opset(proto: onnx.ModelProto) -> int:
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    return 0
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
@@ -365,7 +349,7 @@ def _data_inputs(proto: onnx.ModelProto, path: Path) -> tuple[ModelInput, ...]:
     out = []
     for v in values:
         elem = v.type.tensor_type.elem_type
-        if elem not in _FLOAT_TYPES and elem not in _INTEGER_TYPES:
+        if elem not in FLOAT_TYPES and elem not in _INTEGER_TYPES:
             kind = onnx.TensorProto.DataType.Name(elem) if elem else "not a tensor"
             raise ModelError(f"'{path}': input '{v.name}' is {kind}; the auditor feeds numeric tensors only "
                              "(export the model with numeric inputs, e.g. token ids rather than strings)")
@@ -438,7 +422,7 @@ def _layout(primary: ModelInput) -> str:
 def _find_logits(proto: onnx.ModelProto, path: Path) -> tuple[str, str, str]:
     """Pick the float output and trace back to the logits (CONCEPTS.md, "Setting")."""
     producers = {o: n for n in proto.graph.node for o in n.output}
-    floats = [v for v in proto.graph.output if v.type.tensor_type.elem_type in _FLOAT_TYPES]
+    floats = [v for v in proto.graph.output if v.type.tensor_type.elem_type in FLOAT_TYPES]
     if not floats:
         raise ModelError(f"'{path}' has no floating-point output (outputs: "
                          f"{', '.join(v.name for v in proto.graph.output)}); the auditor needs "
@@ -525,7 +509,7 @@ def _parameters(proto: onnx.ModelProto, logits_name: str, exclude: Sequence[str]
     unknown = set(exclude)
     for t in graph.initializer:
         unknown.discard(t.name)
-        if t.name not in needed or t.data_type not in _FLOAT_TYPES or t.name in exclude:
+        if t.name not in needed or t.data_type not in FLOAT_TYPES or t.name in exclude:
             continue
         shape = tuple(int(d) for d in t.dims)
         if int(np.prod(shape, dtype=np.int64)) < 2:

@@ -323,7 +323,7 @@ class Evaluator:
         self._shell: bytes | None = None
         self.timings: dict[str, float] = {}
         self.strategy = strategy
-        self.n_evaluations = 0
+        self.n_evaluations = 0  # calls of evaluate(); the strategy probe is not counted
         self.samples_evaluated = 0
 
     # -- sessions ---------------------------------------------------------------------
@@ -392,7 +392,10 @@ class Evaluator:
         else:
             session = self._session_rebuild(coefs)
             fixed = {}
-        return self._run(session, fixed, limit)
+        stats = self._run(session, fixed, limit)
+        self.n_evaluations += 1
+        self.samples_evaluated += int(stats.count.sum())
+        return stats
 
     def _run(self, session: ort.InferenceSession, fixed: Mapping[str, ort.OrtValue],
              limit: int | None) -> StepStats:
@@ -414,8 +417,6 @@ class Evaluator:
             y = self.y[s:e]
             loss_sum += np.bincount(y, weights=loss[:n].astype(np.float64), minlength=k)
             confusion += np.bincount(y * k + pred[:n], minlength=k * k)
-            self.samples_evaluated += n
-        self.n_evaluations += 1
         confusion = confusion.reshape(k, k)
         return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion)
 
@@ -437,7 +438,6 @@ class Evaluator:
         rebuilt, create = timed(lambda: self._session_rebuild(probe))
         self._run(rebuilt, {}, 1)
         _, run_rebuild = timed(lambda: self._run(rebuilt, {}, limit))
-        self.n_evaluations -= 4
         scale = len(self.spans) / limit
         estimate = {"inputs": run_inputs * scale, "rebuild": create + run_rebuild * scale}
         self.timings = {f"estimated_step_{k}_s": v for k, v in estimate.items()}

@@ -18,9 +18,9 @@ from auditor.dancing import (
     predict_checkpoints,
     probe_set,
     read_log,
-    spearman,
 )
 from auditor.errors import DataError, OptionError, ResultsError
+from auditor.stats import spearman
 
 # 3 classes, 5 probe samples (labels 0, 0, 1, 1, 2), T = 5 records.
 LABELS = np.array([0, 0, 1, 1, 2])
@@ -87,11 +87,15 @@ def test_spearman_and_agreement(analysis: DanceAnalysis) -> None:
     # ties: ranks [1.5, 1.5, 3] vs [1, 2, 3] -> r = 0.866...
     assert spearman(np.array([5, 5, 7]), np.array([1, 2, 3])) == pytest.approx(np.sqrt(3) / 2)
     s = np.array([[np.nan, 0.3, 0.1], [0.2, np.nan, 0.9], [0.0, 0.4, np.nan]])  # symmetrised: (0,1)=.3 (0,2)=.1 (1,2)=.9
-    out = analysis.agreement(pair_score=s, pair_confusion=np.array([[0, 5, 0], [1, 0, 0], [0, 0, 0]]), top_k=1)
+    out = analysis.compare_pairs(pair_score=s, pair_confusion=np.array([[0, 5, 0], [1, 0, 0], [0, 0, 0]]), top_k=1)
     # dancing (M+Mᵀ): (0,1)=3, (0,2)=0, (1,2)=5: same order as S
-    assert out["interference"]["spearman"] == pytest.approx(1.0)
-    assert out["interference"]["top_k_overlap"] == 1.0
-    assert out["confusion"]["top_k_overlap"] == 0.0  # top by P: (0,1); top by dancing: (1,2)
+    assert out.interference is not None and out.confusion is not None
+    assert out.interference.spearman == pytest.approx(1.0)
+    assert out.interference.top_k_overlap == 1.0
+    assert out.confusion.top_k_overlap == 0.0  # top by P: (0,1); top by dancing: (1,2)
+    with_it = analysis.with_agreement(s, None, top_k=1)
+    assert with_it.agreement == analysis.compare_pairs(s, top_k=1)
+    assert type(with_it).from_dict(with_it.to_dict()).agreement == with_it.agreement
 
 
 def test_log_and_checkpoint_paths_give_identical_analyses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,7 +204,7 @@ def test_probe_set_is_stratified_and_deterministic() -> None:
 def test_round_trip(analysis: DanceAnalysis, case: str) -> None:
     if case != "three classes":
         analysis = dance_analysis((PRED4, LABELS4), n_classes=4)
-    from auditor.io import to_jsonable
+    from auditor.serialization import to_jsonable
 
     d = json.loads(json.dumps(to_jsonable(analysis.to_dict()), allow_nan=False))  # strict JSON: NaN -> null
     again = DanceAnalysis.from_dict(d)
@@ -272,17 +276,19 @@ def test_agreement_spearman_and_top_k_by_hand() -> None:
         s[i, j] = s[j, i] = v
     # over the 5 defined pairs: dancing ranks 5, 2, 4, 2, 2; S ranks 5, 1.5, 4, 3, 1.5;
     # centred: (2,-1,1,-1,-1) . (2,-1.5,1,0,-1.5) = 8, norms² 8 and 9.5 -> 8 / sqrt(76)
-    out = a.agreement(pair_score=s, top_k=3)
-    assert out["interference"]["spearman"] == pytest.approx(8 / np.sqrt(76))
-    assert out["interference"]["n_pairs"] == 5
+    out = a.compare_pairs(pair_score=s, top_k=3).interference
+    assert out is not None
+    assert out.spearman == pytest.approx(8 / np.sqrt(76))
+    assert out.n_pairs == 5
     # top 3 by dancing: (0,1), (1,2), then the first tie at 0: (0,2); by S: (0,1), (1,2), (1,3)
-    assert out["interference"]["top_k_overlap"] == pytest.approx(2 / 3)
-    assert "confusion" not in out
+    assert out.top_k_overlap == pytest.approx(2 / 3)
+    assert a.compare_pairs(pair_score=s, top_k=3).confusion is None
     # top-k ranks only the pairs S defines: with (0,1) undefined, the top dancing pair is (1,2), as by S
     s[0, 1] = s[1, 0] = np.nan
-    assert a.agreement(pair_score=s, top_k=1)["interference"]["top_k_overlap"] == 1.0
+    top1 = a.compare_pairs(pair_score=s, top_k=1).interference
+    assert top1 is not None and top1.top_k_overlap == 1.0
     with pytest.raises(DataError, match="shape"):
-        a.agreement(pair_confusion=np.zeros((3, 3)))
+        a.compare_pairs(pair_confusion=np.zeros((3, 3)))
 
 
 @pytest.mark.parametrize(("kwargs", "values", "error", "match"), [

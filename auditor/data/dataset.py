@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike
 
 from auditor.errors import DataError, OptionError
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "stratified_indices"]
 
 
 @dataclass(frozen=True, init=False)
@@ -189,17 +189,8 @@ class Dataset:
         OptionError
             ``max_per_class`` is below 1.
         """
-        if max_per_class < 1:
-            raise OptionError(f"max per class must be >= 1, got {max_per_class}")
-        labels, counts = np.unique(self.y, return_counts=True)
-        if counts.max() <= max_per_class:
-            return self
-        rng = np.random.default_rng(seed)
-        keep = []
-        for c, n in zip(labels, counts, strict=True):  # labels ascending: draws do not depend on sample order
-            idx = np.flatnonzero(self.y == c)
-            keep.append(idx if n <= max_per_class else rng.choice(idx, max_per_class, replace=False))
-        return self.subset(np.sort(np.concatenate(keep)))
+        idx = stratified_indices(self.y, max_per_class, seed)
+        return self if len(idx) == len(self) else self.subset(idx)
 
     def fingerprint(self) -> str:
         """SHA-256 of the samples (names, shapes, dtypes, bytes) and labels, for reproducibility.
@@ -225,6 +216,27 @@ class Dataset:
                 "sample_shape": list(self.x.shape[1:]) if len(self.features) == 1 else None,
                 "arrays": {n: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for n, a in self.features.items()},
                 "texts": self.texts is not None, "notes": list(self.notes)}
+
+
+def stratified_indices(y: np.ndarray, max_per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``max_per_class`` samples of each label, drawn without replacement.
+
+    Deterministic: labels are taken in increasing order from one ``default_rng(seed)``, so
+    the same labels and seed give the same indices whatever the sample order.
+
+    Raises
+    ------
+    OptionError
+        ``max_per_class`` is below 1.
+    """
+    if max_per_class < 1:
+        raise OptionError(f"max per class must be >= 1, got {max_per_class}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        keep.append(idx if len(idx) <= max_per_class else rng.choice(idx, max_per_class, replace=False))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

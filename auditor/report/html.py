@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.io import atomic_write_text
 from auditor.report import figures
+from auditor.serialization import atomic_write_text
 
 __all__ = ["render_report", "render_dance_report", "template_dir", "TemplateNotFoundError", "LARGE_K",
            "FOCUS_CLASSES", "MAX_CCT_PANELS", "SECTIONS"]

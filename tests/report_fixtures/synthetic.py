@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from auditor.io import json_array
+from auditor.serialization import json_array
 
 HERE = Path(__file__).parent
 SMALL = HERE / "results_small.json"
@@ -131,5 +131,5 @@ def dance(k: int = 5, records: int = 30, per_class: int = 12, seed: int = 0,
     out = analysis.to_dict()
     out["steps"] = (np.arange(records) * 50).tolist()
     if pair_score is not None or pair_confusion is not None:
-        out["agreement"] = analysis.agreement(pair_score, pair_confusion)
+        out["agreement"] = analysis.compare_pairs(pair_score, pair_confusion).to_dict()
     return out

@@ -1,4 +1,4 @@
-"""Atomic file output: a result is either written whole or not at all."""
+"""Results to files: atomic writes (whole or not at all) and strict JSON for numpy arrays."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "to_jsonable", "json_array",
-           "array_from_json"]
+__all__ = ["atomic_write_text", "write_json", "to_jsonable", "json_array", "array_from_json"]
 
 
 @contextlib.contextmanager
@@ -44,13 +43,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return p
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    p = Path(path)
-    with _atomic(p, "wb") as fh:
-        fh.write(data)
-    return p
-
-
 def to_jsonable(obj: Any) -> Any:
     """numpy scalars/arrays to Python, NaN/inf to None (strict JSON)."""
     if isinstance(obj, dict):
@@ -69,11 +61,6 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Atomically write strict JSON (no NaN)."""
     return atomic_write_text(path, json.dumps(to_jsonable(data), indent=1, allow_nan=False) + "\n")
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def json_array(a: Any) -> Any:
