@@ -23,10 +23,12 @@ from .errors import (  # noqa: E402
     ResultsError,
     UnsupportedNodeError,
 )
+from .gate import Check, GateResult, evaluate_gate  # noqa: E402
 from .gradients import ClassGradients, EgoDirections, class_gradients, ego_directions  # noqa: E402
 from .interference import InterferenceResult, interference  # noqa: E402
 from .landscape import Flatness, InterferenceModel, flatness, interference_model  # noqa: E402
 from .model import Model, Parameter, load_model  # noqa: E402
+from .save import save_audit, save_dance  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -34,10 +36,11 @@ __all__ = [
     "Model", "Parameter", "load_model",
     "Dataset", "check_dataset", "load_data",
     "ClassGradients", "EgoDirections", "class_gradients", "ego_directions",
+    "Check", "GateResult", "evaluate_gate",
     "CrossClassTestResult", "cross_class_test",
     "InterferenceResult", "interference",
     "Flatness", "InterferenceModel", "flatness", "interference_model",
     "ErrorShare", "error_share",
-    "AuditOptions", "AuditResult", "run_audit",
+    "AuditOptions", "AuditResult", "run_audit", "save_audit", "save_dance",
     "DanceAnalysis", "LabelDancingRecorder", "dance_analysis", "predict_checkpoints",
 ]

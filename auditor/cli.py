@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from .errors import AuditorError, OptionError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .audit import AuditOptions, AuditResult
+    from .gate import Check, GateResult
 
 app = typer.Typer(
     name="auditor",
@@ -186,89 +194,69 @@ def _gate_checks(gate: list[str] | None, gate_config: Path | None) -> list[Any]:
     return checks or list(DEFAULT_CHECKS)
 
 
-def _summary_table(result: Any) -> str:
+def _print_summary(result: AuditResult) -> None:
+    """The audit's headline numbers and top pairs, as rich tables on stdout."""
+    from rich.table import Table
+
     names = result.class_names
-    lines = [f"overall accuracy {result.overall_accuracy:.3f}; worst class "
-             f"{names[result.worst_class()[0]]} ({result.worst_class()[1]:.3f})", "",
-             "top interfering pairs (S = max(I[a,b], I[b,a]): loss one class gains per unit the other sheds)"]
-    width = max((len(n) for n in names), default=4)
-    lines.append(f"  {'class a':<{width}}  {'class b':<{width}}  {'S':>7}  {'confused':>8}")
+    worst, worst_acc = result.worst_class()
+    out = _console()
+    out.print(f"overall accuracy {result.overall_accuracy:.3f}; worst class {names[worst]} ({worst_acc:.3f})")
+    table = Table(title="top interfering pairs (S = max(I[a,b], I[b,a]): loss one class gains per unit the "
+                        "other sheds)", title_justify="left")
+    for column, justify in (("class a", "left"), ("class b", "left"), ("S", "right"), ("confused", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
     confusion = result.errors.confusion
-    for a, b, s in result.top_pairs_interference[:5]:
-        lines.append(f"  {names[a]:<{width}}  {names[b]:<{width}}  {s:7.3f}  "
-                     f"{int(confusion[a, b] + confusion[b, a]):8d}")
-    if not result.top_pairs_interference:
-        lines.append("  (none: no ego loss fell along its direction)")
+    for a, b, score in result.top_pairs_interference[:5]:
+        table.add_row(names[a], names[b], f"{score:.3f}", str(int(confusion[a, b] + confusion[b, a])))
+    if result.top_pairs_interference:
+        out.print(table)
+    else:
+        out.print("top interfering pairs: none (no ego loss fell along its direction)")
     agree = result.agreeing_pairs(top=5)
     if agree:
-        lines.append("in both top-5 lists (interference and confusion): "
-                     + ", ".join(f"{names[a]}/{names[b]}" for a, b in agree))
-    return "\n".join(lines)
+        out.print("in both top-5 lists (interference and confusion): "
+                  + ", ".join(f"{names[a]}/{names[b]}" for a, b in agree))
 
 
-def _gate_lines(gate: dict[str, Any]) -> str:
-    out = [f"gate: {gate['verdict'].upper()}"]
-    for c in gate["checks"]:
-        value = "undefined" if c["value"] is None else f"{c['value']:.4g}"
-        out.append(f"  {c['status']:<7} {c['name']} = {value} (warn {c['warn']}, fail {c['fail']})")
-    return "\n".join(out)
+def _print_gate(gate: GateResult | None) -> None:
+    from rich.table import Table
+
+    if gate is None:
+        return
+    table = Table(title=f"gate: {gate.verdict.upper()}", title_justify="left")
+    for column in ("status", "check", "value", "warn", "fail"):
+        table.add_column(column, justify="right" if column in ("value", "warn", "fail") else "left")
+    for c in gate.checks:
+        table.add_row(c.status, c.name, "undefined" if math.isnan(c.value) else f"{c.value:.4g}",
+                      "" if c.warn is None else f"{c.warn:g}", "" if c.fail is None else f"{c.fail:g}")
+    _console().print(table)
 
 
-def _dance_dict(analysis: Any, result_dict: dict[str, Any] | None) -> dict[str, Any]:
-    """The analysis as JSON, with its agreement with an audit's S and P when one is given."""
-    import numpy as np
+def _console() -> Console:
+    """stdout, wide enough that tables do not wrap in CI logs."""
+    from rich.console import Console
 
-    from .confusion import pair_confusion
-    from .serialization import array_from_json
-
-    d = analysis.to_dict()
-    if result_dict is not None:
-        s = array_from_json(result_dict["interference"]["pair_score"])
-        p = pair_confusion(np.asarray(result_dict["errors"]["confusion"], dtype=np.float64))
-        if s.shape[0] != analysis.n_classes:
-            raise OptionError(f"the dancing log has {analysis.n_classes} classes but the audit has {s.shape[0]}; "
-                              "compare a log and an audit of the same model")
-        d["agreement"] = analysis.compare_pairs(pair_score=s, pair_confusion=p).to_dict()
-    return d
+    return Console(width=max(shutil.get_terminal_size((120, 24)).columns, 100), soft_wrap=True,
+                   highlight=False, markup=False)
 
 
-def _dance_for(log: Path, result_dict: dict[str, Any] | None) -> dict[str, Any]:
-    from .dancing import dance_analysis
-
-    return _dance_dict(dance_analysis(log), result_dict)
-
-
-def _write_outputs(result: Any, out: Path, *, report: bool, log: Callable[[str], None]) -> None:
-    from .serialization import write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", result.to_dict())
-    log(f"wrote {out / 'results.json'}")
-    if report:
-        from .report import render_report
-
-        render_report(result, out / "report.html")
-        log(f"wrote {out / 'report.html'}")
-
-
-def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, options: Any, checks: list[Any],
-         dance: Path | None, report: bool, data_kwargs: dict[str, Any], quiet: bool) -> Any:
+def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, options: AuditOptions,
+         checks: list[Check], dance: Path | None, report: bool, data_kwargs: dict[str, Any],
+         quiet: bool) -> AuditResult:
     from .audit import run_audit
-    from .gate import evaluate_gate
     from .model import load_model
+    from .save import save_audit
 
     say = (lambda m: None) if quiet else _echo
     m = load_model(model, exclude=options.exclude)
     d = _load_data(data, data_kwargs)
     g = _load_data(gradient_data, data_kwargs) if gradient_data else None
     say(f"auditing {model} ({m.n_classes} classes, {m.n_parameters:,} parameters) on {len(d)} samples")
-    result = run_audit(m, d, options, gradient_data=g, log=say)
-    as_dict = result.to_dict()
-    if dance is not None:
-        result = result.with_dance(_dance_for(dance, as_dict))
-        as_dict = result.to_dict()
-    result = result.with_gate(evaluate_gate(as_dict, checks))
-    _write_outputs(result, out, report=report, log=say)
+    result = run_audit(m, d, options, gradient_data=g, gate=checks, dance=dance, log=say, progress=None if not quiet
+                       else False)
+    for path in save_audit(result, out, report=report):
+        say(f"wrote {path}")
     return result
 
 
@@ -329,9 +317,9 @@ def audit(
                   data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
                                            mean=mean, std=std, grayscale=grayscale, text_column=text_column,
                                            tokenizer=tokenizer, max_length=max_length, padding=padding))
-    typer.echo(_summary_table(result))
-    typer.echo(_gate_lines(result.gate))
-    if result.gate["verdict"] == "fail":
+    _print_summary(result)
+    _print_gate(result.gate)
+    if result.gate is not None and result.gate.failed:
         raise typer.Exit(code=1)
 
 
@@ -347,17 +335,9 @@ def report(
 ) -> None:
     """Render report.html again from RESULTS (no model or data needed)."""
     from .audit import AuditResult
-    from .errors import ResultsError
-
-    if not results.is_file():
-        raise ResultsError(f"results file '{results}' does not exist; run `auditor audit` first")
-    try:
-        data = json.loads(results.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ResultsError(f"'{results}' is not valid JSON ({err}); run `auditor audit` again") from err
     from .report import render_report
 
-    render_report(AuditResult.from_dict(data), out)
+    render_report(AuditResult.load(results), out)
     typer.echo(f"wrote {out}")
 
 
@@ -381,8 +361,8 @@ def demo(
     result = _run(paths.model, paths.data, out, gradient_data=paths.train, options=options,
                   checks=list(DEFAULT_CHECKS), dance=paths.dance, report=True, quiet=False,
                   data_kwargs=_data_kwargs())
-    typer.echo(_summary_table(result))
-    typer.echo(_gate_lines(result.gate))
+    _print_summary(result)
+    _print_gate(result.gate)
     typer.echo(f"\nreport: {(out / 'report.html').resolve()}")
 
 
@@ -406,31 +386,26 @@ def dance(
 ) -> None:
     """Label dancing from a training LOG, or from --checkpoints predicting --data."""
     from .dancing import dance_analysis, predict_checkpoints
-    from .report import render_dance_report
-    from .serialization import write_json
+    from .save import save_dance
 
     if (log is None) == (checkpoints is None):
         raise OptionError("give either a LOG or --checkpoints GLOB (with --data), not both or neither")
     if checkpoints is not None:
         if data is None:
             raise OptionError("--checkpoints needs --data: the probe set the checkpoints predict")
-        from .data import load_data
-
-        probe = load_data(data).stratified(max_per_class)
+        probe = _load_data(data, _data_kwargs()).stratified(max_per_class)
         analysis = dance_analysis(predict_checkpoints(checkpoints, probe, provider=device))
     else:
+        assert log is not None
         analysis = dance_analysis(log)
-    audit_results = None
     if results is not None:
-        if not results.is_file():
-            raise OptionError(f"results file '{results}' does not exist; run `auditor audit` first")
-        audit_results = json.loads(results.read_text(encoding="utf-8"))
-    d = _dance_dict(analysis, audit_results)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "dance.json", d)
-    render_dance_report(d, out / "dance.html")
+        from .audit import AuditResult
+
+        audit_result = AuditResult.load(results)
+        analysis = audit_result.with_dance(analysis).dance or analysis
+    written = save_dance(analysis, out)
     names = analysis.class_names or [str(c) for c in range(analysis.n_classes)]
-    typer.echo(f"wrote {out / 'dance.json'} and {out / 'dance.html'}")
+    typer.echo(f"wrote {' and '.join(str(p) for p in written)}")
     typer.echo("most dancing pairs (flips between a and b over the run):")
     for a, b, n in analysis.dancing_pairs(top=5):
         typer.echo(f"  {names[a]} <-> {names[b]}: {n}")

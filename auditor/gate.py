@@ -1,9 +1,11 @@
-"""The pre-deployment gate: warn and fail bounds on documented quantities.
+"""The pre-deployment gate: warn and fail bounds on documented quantities of a result.
 
-See CONCEPTS.md, "Pre-deployment gate". A check whose quantity is undefined (NaN, e.g.
-no dancing log) is "skipped", never "passed". The CLI exits 1 when any check fails.
+See CONCEPTS.md, "Pre-deployment gate". A check whose quantity is undefined (NaN, e.g. no
+dancing log) is "skipped", never "passed". The CLI exits 1 when any check fails.
 
-Configure from the command line (``--gate worst_class_accuracy=0.9:0.8``, bounds as
+Each kind of result has its own table of quantities (:data:`AUDIT_QUANTITIES` for an
+audit; ``auditor compare`` has its own), read from the typed result object, never from its
+JSON. Configure from the command line (``--gate worst_class_accuracy=0.9:0.8``, bounds as
 ``WARN:FAIL``) or a TOML file::
 
     [gate.worst_class_accuracy]
@@ -18,81 +20,144 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import numpy as np
 
 from .errors import OptionError
 
-__all__ = ["Check", "QUANTITIES", "DEFAULT_CHECKS", "evaluate_gate", "parse_check", "load_gate_config"]
+if TYPE_CHECKING:
+    from .audit import AuditResult
+
+__all__ = ["Quantity", "Check", "CheckResult", "GateResult", "AUDIT_QUANTITIES", "DEFAULT_CHECKS", "evaluate_gate",
+           "parse_check", "load_gate_config", "Status"]
+
+R = TypeVar("R")
+Direction = Literal["min", "max"]
+Status = Literal["pass", "warn", "fail", "skipped"]
+Verdict = Literal["pass", "warn", "fail"]
 
 
-def _worst_class_accuracy(r: Any) -> float:
-    acc = np.asarray(r["per_class"]["accuracy"], dtype=object)
-    values = [float(a) for a in acc if a is not None]
-    return min(values) if values else math.nan
+@dataclass(frozen=True)
+class Quantity(Generic[R]):
+    """A number a gate check can bound.
 
+    Attributes
+    ----------
+    name : str
+    direction : {"min", "max"}
+        "min": bad when low (warn below the warn bound); "max": bad when high.
+    description : str
+        One line for the report and the CLI.
+    extract : callable
+        ``extract(result) -> float``; NaN when undefined.
+    """
 
-def _overall_accuracy(r: Any) -> float:
-    c = np.asarray(r["errors"]["confusion"], dtype=np.float64)
-    return float(np.trace(c) / c.sum()) if c.sum() else math.nan
-
-
-def _top_pair_error_share(r: Any) -> float:
-    share = r["errors"]["cumulative_share"]
-    if r["errors"]["n_errors"] == 0:
-        return 0.0
-    return float(share[0]) if share else math.nan
-
-
-def _max_interference(r: Any) -> float:
-    s = np.asarray(r["interference"]["pair_score"], dtype=object)
-    values = [float(v) for v in s.ravel() if v is not None]
-    return max(values) if values else math.nan
-
-
-def _late_dance_rate(r: Any) -> float:
-    dance = r.get("dance")
-    if not dance:
-        return math.nan
-    values = [float(v) for v in dance.get("dance_rate", []) if v is not None]
-    return max(values) if values else math.nan
-
-
-#: name -> (direction, description, extractor over the results.json dict)
-QUANTITIES: dict[str, tuple[str, str, Callable[[Any], float]]] = {
-    "worst_class_accuracy": ("min", "lowest per-class accuracy A_c at θ*", _worst_class_accuracy),
-    "overall_accuracy": ("min", "accuracy over all audit samples at θ*", _overall_accuracy),
-    "top_pair_error_share": ("max", "share of all errors carried by the most confused pair", _top_pair_error_share),
-    "max_interference": ("max", "largest pair score S (finite-step interference)", _max_interference),
-    "late_dance_rate": ("max", "largest per-class dance rate over the last half of training",
-                        _late_dance_rate),
-}
+    name: str
+    direction: Direction
+    description: str
+    extract: Callable[[R], float]
 
 
 @dataclass(frozen=True)
 class Check:
-    """One gate check: ``name`` from :data:`QUANTITIES`, a warn and a fail bound.
-
-    For a "min" quantity the check warns below ``warn`` and fails below ``fail``; for a
-    "max" quantity, above.
-    """
+    """One gate check: a quantity's name, a warn and a fail bound (either may be None)."""
 
     name: str
     warn: float | None
     fail: float | None
 
-    def __post_init__(self) -> None:
-        if self.name not in QUANTITIES:
-            raise OptionError(f"unknown gate check {self.name!r}; choose from {', '.join(QUANTITIES)}")
-        direction = QUANTITIES[self.name][0]
-        if self.warn is not None and self.fail is not None:
-            if (direction == "min" and self.fail > self.warn) or (direction == "max" and self.fail < self.warn):
-                word = "below" if direction == "min" else "above"
-                raise OptionError(f"gate check {self.name}: the fail bound ({self.fail}) must be {word} or equal to "
-                                  f"the warn bound ({self.warn}), since {self.name} is bad when it is "
-                                  f"{'low' if direction == 'min' else 'high'}")
 
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict of one check.
+
+    Attributes
+    ----------
+    name, description : str
+    direction : {"min", "max"}
+    value : float
+        The quantity; NaN when undefined (then ``status`` is "skipped").
+    warn, fail : float or None
+    status : {"pass", "warn", "fail", "skipped"}
+    """
+
+    name: str
+    description: str
+    direction: Direction
+    value: float
+    warn: float | None
+    fail: float | None
+    status: Status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "direction": self.direction,
+                "value": None if math.isnan(self.value) else self.value, "warn": self.warn, "fail": self.fail,
+                "status": self.status}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
+        return cls(d["name"], d["description"], d["direction"], math.nan if d["value"] is None else float(d["value"]),
+                   d["warn"], d["fail"], d["status"])
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Every check's verdict and the overall verdict (the worst status; skipped checks do not pass)."""
+
+    verdict: Verdict
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "checks": [c.to_dict() for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
+        return cls(d["verdict"], tuple(CheckResult.from_dict(c) for c in d["checks"]))
+
+
+# ------------------------------------------------------------------------------------ the audit's quantities
+
+
+def _worst_class_accuracy(r: AuditResult) -> float:
+    acc = r.accuracy[np.isfinite(r.accuracy)]
+    return float(acc.min()) if acc.size else math.nan
+
+
+def _top_pair_error_share(r: AuditResult) -> float:
+    if r.errors.n_errors == 0:
+        return 0.0
+    share = r.errors.cumulative_share
+    return float(share[0]) if len(share) else math.nan
+
+
+def _max_interference(r: AuditResult) -> float:
+    s = r.interference.pair_score
+    values = s[np.isfinite(s)]
+    return float(values.max()) if values.size else math.nan
+
+
+def _late_dance_rate(r: AuditResult) -> float:
+    if r.dance is None:
+        return math.nan
+    rate = r.dance.dance_rate[np.isfinite(r.dance.dance_rate)]
+    return float(rate.max()) if rate.size else math.nan
+
+
+#: The quantities an audit's gate can bound.
+AUDIT_QUANTITIES: dict[str, Quantity[AuditResult]] = {q.name: q for q in (
+    Quantity("worst_class_accuracy", "min", "lowest per-class accuracy A_c at θ*", _worst_class_accuracy),
+    Quantity("overall_accuracy", "min", "accuracy over all audit samples at θ*", lambda r: r.overall_accuracy),
+    Quantity("top_pair_error_share", "max", "share of all errors carried by the most confused pair",
+             _top_pair_error_share),
+    Quantity("max_interference", "max", "largest pair score S (finite-step interference)", _max_interference),
+    Quantity("late_dance_rate", "max", "largest per-class dance rate over the last half of training",
+             _late_dance_rate),
+)}
 
 #: Checks applied when none are given: loose bounds that flag a clearly broken model.
 DEFAULT_CHECKS = (
@@ -103,10 +168,30 @@ DEFAULT_CHECKS = (
 )
 
 
-def _status(direction: str, value: float, warn: float | None, fail: float | None) -> str:
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def validate(check: Check, quantities: Mapping[str, Quantity[Any]]) -> Quantity[Any]:
+    """The check's quantity; an unknown name or bounds in the wrong order are an OptionError."""
+    quantity = quantities.get(check.name)
+    if quantity is None:
+        raise OptionError(f"unknown gate check {check.name!r}; choose from {', '.join(quantities)}")
+    if check.warn is not None and check.fail is not None:
+        low = quantity.direction == "min"
+        if (low and check.fail > check.warn) or (not low and check.fail < check.warn):
+            raise OptionError(f"gate check {check.name}: the fail bound ({check.fail}) must be "
+                              f"{'below' if low else 'above'} or equal to the warn bound ({check.warn}), since "
+                              f"{check.name} is bad when it is {'low' if low else 'high'}")
+    return quantity
+
+
+def _status(direction: Direction, value: float, warn: float | None, fail: float | None) -> Status:
     if math.isnan(value):
         return "skipped"
-    worse = (lambda v, b: v < b) if direction == "min" else (lambda v, b: v > b)
+
+    def worse(v: float, bound: float) -> bool:
+        return v < bound if direction == "min" else v > bound
+
     if fail is not None and worse(value, fail):
         return "fail"
     if warn is not None and worse(value, warn):
@@ -114,27 +199,35 @@ def _status(direction: str, value: float, warn: float | None, fail: float | None
     return "pass"
 
 
-def evaluate_gate(results: Mapping[str, Any], checks: Sequence[Check] = DEFAULT_CHECKS) -> dict[str, Any]:
-    """Verdicts of every check on a results.json dict.
+def evaluate_gate(result: R, checks: Sequence[Check] = DEFAULT_CHECKS,
+                  quantities: Mapping[str, Quantity[R]] | None = None) -> GateResult:
+    """Verdicts of every check on a result object.
 
-    Returns ``{"verdict": "pass"|"warn"|"fail", "checks": [...]}``, each check with its
-    name, description, direction, value (None when undefined), warn and fail bounds and
-    status. The verdict is the worst status; skipped checks do not count as passed.
+    Parameters
+    ----------
+    result : AuditResult (or the result type ``quantities`` reads)
+    checks : sequence of Check, default=DEFAULT_CHECKS
+    quantities : mapping of str to Quantity, optional
+        The table the check names refer to (default: :data:`AUDIT_QUANTITIES`).
+
+    Returns
+    -------
+    GateResult
     """
+    table: Mapping[str, Quantity[Any]] = AUDIT_QUANTITIES if quantities is None else quantities
     rows = []
     for check in checks:
-        direction, description, extract = QUANTITIES[check.name]
-        value = float(extract(results))
-        rows.append({"name": check.name, "description": description, "direction": direction,
-                     "value": None if math.isnan(value) else value, "warn": check.warn, "fail": check.fail,
-                     "status": _status(direction, value, check.warn, check.fail)})
-    statuses = {r["status"] for r in rows}
-    verdict = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-    return {"verdict": verdict, "checks": rows}
+        q = validate(check, table)
+        value = float(q.extract(result))
+        rows.append(CheckResult(check.name, q.description, q.direction, value, check.warn, check.fail,
+                                _status(q.direction, value, check.warn, check.fail)))
+    statuses = {r.status for r in rows}
+    verdict: Verdict = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+    return GateResult(verdict, tuple(rows))
 
 
-def parse_check(text: str) -> Check:
-    """``name=WARN:FAIL`` (either bound may be empty) -> :class:`Check`."""
+def parse_check(text: str, quantities: Mapping[str, Quantity[Any]] | None = None) -> Check:
+    """``name=WARN:FAIL`` (either bound may be empty) -> :class:`Check`, validated."""
     name, sep, bounds = text.partition("=")
     warn_text, colon, fail_text = bounds.partition(":")
     if not sep or not colon:
@@ -144,17 +237,19 @@ def parse_check(text: str) -> Check:
         fail = float(fail_text) if fail_text.strip() else None
     except ValueError as err:
         raise OptionError(f"--gate {text!r}: bounds must be numbers, e.g. worst_class_accuracy=0.9:0.8") from err
-    return Check(name.strip(), warn, fail)
+    check = Check(name.strip(), warn, fail)
+    validate(check, AUDIT_QUANTITIES if quantities is None else quantities)
+    return check
 
 
-def load_gate_config(path: str | Path) -> list[Check]:
-    """Checks from a TOML file with one ``[gate.NAME]`` table per check."""
+def load_gate_config(path: str | Path, quantities: Mapping[str, Quantity[Any]] | None = None) -> list[Check]:
+    """Checks from a TOML file with one ``[gate.NAME]`` table per check, validated."""
     p = Path(path)
     if not p.is_file():
         raise OptionError(f"gate config '{p}' does not exist; give a TOML file with [gate.NAME] tables")
     try:
         config = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise OptionError(f"gate config '{p}' is not valid TOML ({err})") from err
     table = config.get("gate")
     if not isinstance(table, dict) or not table:
@@ -164,7 +259,9 @@ def load_gate_config(path: str | Path) -> list[Check]:
     for name, bounds in table.items():
         if not isinstance(bounds, dict) or not set(bounds) <= {"warn", "fail"}:
             raise OptionError(f"gate config '{p}': [gate.{name}] may hold only warn and fail")
-        checks.append(Check(name, _number(bounds.get("warn"), p, name), _number(bounds.get("fail"), p, name)))
+        check = Check(name, _number(bounds.get("warn"), p, name), _number(bounds.get("fail"), p, name))
+        validate(check, AUDIT_QUANTITIES if quantities is None else quantities)
+        checks.append(check)
     return checks
 
 

@@ -1,11 +1,13 @@
-"""A small progress bar on stderr for long work; silent when stderr is not a terminal."""
+"""Progress bars for long work (rich), with rate and time left; silent when not on a terminal."""
 
 from __future__ import annotations
 
 import sys
-import time
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import rich.progress
 
 __all__ = ["Progress"]
 
@@ -13,8 +15,18 @@ __all__ = ["Progress"]
 class Progress:
     """``with Progress(total, "gradients") as bar: bar.advance()``.
 
-    Draws only when ``enabled`` is true (default: stderr is a TTY), at most ten times a
-    second, so it costs nothing in a hot loop or in CI logs.
+    Draws only when ``enabled`` is true (default: the stream is a terminal), so it costs
+    nothing in a hot loop, in tests or in CI logs; rich redraws at most ten times a second.
+
+    Parameters
+    ----------
+    total : int
+        Units of work (passes, batches, grid points).
+    label : str
+    enabled : bool, optional
+        Draw even when the stream is not a terminal (True), or never (False).
+    stream : text stream, optional
+        Where to draw (default: stderr, so stdout stays clean for tables and JSON).
     """
 
     def __init__(self, total: int, label: str, *, enabled: bool | None = None,
@@ -24,31 +36,32 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.done = 0
-        self._start = time.perf_counter()
-        self._last = 0.0
+        self._bar: rich.progress.Progress | None = None
+        self._task: rich.progress.TaskID | None = None
 
     def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                console=Console(file=self.stream), transient=False, refresh_per_second=10)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, rate="")
         return self
 
     def advance(self, n: int = 1) -> None:
         self.done += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last < 0.1 and self.done < self.total:
-            return
-        self._last = now
-        frac = min(self.done / self.total, 1.0)
-        width = 28
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        elapsed = now - self._start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        self.stream.write(f"\r{self.label:<22} [{bar}] {self.done}/{self.total}  "
-                          f"{elapsed:5.1f}s elapsed, ~{eta:4.0f}s left ")
-        self.stream.flush()
+        if self._bar is not None and self._task is not None:
+            task = self._bar.tasks[0]
+            speed = task.speed
+            self._bar.update(self._task, advance=n, rate=f"{speed:.1f}/s" if speed else "")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

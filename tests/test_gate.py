@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
+from auditor.confusion import error_share
 from auditor.errors import OptionError
-from auditor.gate import Check, evaluate_gate, load_gate_config, parse_check
+from auditor.gate import Check, GateResult, evaluate_gate, load_gate_config, parse_check
 
 
 def _results(acc: list[float | None], confusion: list[list[int]], s: list[list[float | None]],
-             dance: list[float | None] | None = None) -> dict[str, Any]:
-    import numpy as np
+             dance: list[float | None] | None = None) -> Any:
+    """The fields of an AuditResult the gate reads (NaN where the JSON has null)."""
 
-    from auditor.confusion import error_share
+    def floats(v: Any) -> np.ndarray:
+        return np.array([[math.nan if x is None else x for x in row] for row in v] if np.ndim(v) == 2
+                        else [math.nan if x is None else x for x in v], dtype=np.float64)
 
-    r: dict[str, Any] = {"per_class": {"accuracy": acc}, "errors": error_share(np.array(confusion)).to_dict(),
-                         "interference": {"pair_score": s}, "dance": None}
-    if dance is not None:
-        r["dance"] = {"dance_rate": dance}
-    return r
+    errors = error_share(np.array(confusion))
+    c = errors.confusion
+    return SimpleNamespace(accuracy=floats(acc), errors=errors, interference=SimpleNamespace(pair_score=floats(s)),
+                           overall_accuracy=float(np.trace(c) / c.sum()),
+                           dance=None if dance is None else SimpleNamespace(dance_rate=floats(dance)))
 
 
 RESULTS = _results([0.95, 0.7, None], [[19, 1, 0], [6, 14, 0], [0, 0, 0]],
@@ -41,23 +47,28 @@ RESULTS = _results([0.95, 0.7, None], [[19, 1, 0], [6, 14, 0], [0, 0, 0]],
 ])
 def test_each_check_status(check: Check, status: str, value: float | None) -> None:
     gate = evaluate_gate(RESULTS, [check])
-    row = gate["checks"][0]
-    assert row["status"] == status
-    assert row["value"] == (pytest.approx(value) if value is not None else None)
-    assert gate["verdict"] == {"pass": "pass", "skipped": "pass", "warn": "warn", "fail": "fail"}[status]
+    row = gate.checks[0]
+    assert row.status == status
+    if value is None:
+        assert math.isnan(row.value)
+    else:
+        assert row.value == pytest.approx(value)
+    assert gate.verdict == {"pass": "pass", "skipped": "pass", "warn": "warn", "fail": "fail"}[status]
+    assert GateResult.from_dict(gate.to_dict()).to_dict() == gate.to_dict()
+    assert gate.to_dict()["checks"][0]["value"] == (None if value is None else pytest.approx(value))
 
 
 def test_late_dance_rate_is_checked_when_a_log_is_given() -> None:
     r = _results([1.0, 1.0], [[5, 0], [0, 5]], [[None, None], [None, None]], dance=[0.01, 0.3])
     gate = evaluate_gate(r, [Check("late_dance_rate", 0.05, 0.25), Check("max_interference", 1, 2)])
-    assert [c["status"] for c in gate["checks"]] == ["fail", "skipped"]
-    assert gate["checks"][0]["value"] == pytest.approx(0.3)
-    assert gate["verdict"] == "fail"
+    assert [c.status for c in gate.checks] == ["fail", "skipped"]
+    assert gate.checks[0].value == pytest.approx(0.3)
+    assert gate.verdict == "fail" and gate.failed
 
 
 def test_worst_status_wins() -> None:
     gate = evaluate_gate(RESULTS, [Check("worst_class_accuracy", 0.8, 0.5), Check("max_interference", 1.0, 1.2)])
-    assert gate["verdict"] == "fail"
+    assert [c.status for c in gate.checks] == ["warn", "fail"] and gate.verdict == "fail"
 
 
 @pytest.mark.parametrize(("text", "message"), [

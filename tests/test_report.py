@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from auditor import AuditResult
-from auditor.report import html as report_html
-from auditor.report import render_dance_report, render_report, template_dir
-from auditor.report.html import SECTIONS, TemplateNotFoundError, fmt_num
+from auditor.report import render as report_render
+from auditor.report import render_dance_report, render_report, sections, template_dir
+from auditor.report.format import fmt_num
+from auditor.report.render import SECTIONS, TemplateNotFoundError
 from tests.report_fixtures import synthetic
 
 IMG = re.compile(r'<img\b[^>]*\bsrc="([^"]*)"[^>]*>')
@@ -38,7 +39,7 @@ def small_html(small: AuditResult, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def large() -> AuditResult:
     result = AuditResult.from_dict(synthetic.large_k(40))
-    return result.with_dance(synthetic.dance(k=40, per_class=5, pair_score=result.interference.pair_score))
+    return result.with_dance(synthetic.dance(k=40, per_class=5))
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +86,9 @@ def test_template_dir_is_the_source_checkout() -> None:
 
 
 def test_template_dir_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    fake = tmp_path / "auditor" / "report" / "html.py"
+    fake = tmp_path / "auditor" / "report" / "render.py"
     fake.parent.mkdir(parents=True)
-    monkeypatch.setattr(report_html, "__file__", str(fake))
+    monkeypatch.setattr(report_render, "__file__", str(fake))
     with pytest.raises(TemplateNotFoundError, match=r"report templates not found.*reports/templates.*_templates"):
         template_dir()
 
@@ -163,9 +164,8 @@ def test_dance_missing_shows_how_to_add(small_html: str) -> None:
 
 
 def test_dance_section(small: AuditResult, tmp_path: Path) -> None:
-    dance = synthetic.dance(k=5, pair_score=small.interference.pair_score,
-                            pair_confusion=small.errors.confusion + small.errors.confusion.T)
-    html = render_report(small.with_dance(dance), tmp_path / "r.html").read_text(encoding="utf-8")
+    with_dance = small.with_dance(synthetic.dance(k=5))
+    html = render_report(with_dance, tmp_path / "r.html").read_text(encoding="utf-8")
     s = section(html, "label-dancing")
     uris = IMG.findall(s)
     # curves, pair heatmap, a piano roll for each of the 4 classes that dance most
@@ -173,19 +173,20 @@ def test_dance_section(small: AuditResult, tmp_path: Path) -> None:
     for uri in uris:
         assert min(png_size(uri)) > 50
     assert "class 0" in s.split("Classes that dance most:")[1][:80]  # synthetic: class 0 dances most
-    assert "Agreement with the post-hoc audit" in s and "spearman" in s and "top_k_overlap" in s
+    assert "Agreement with the post-hoc audit" in s
+    agreement = with_dance.dance.agreement if with_dance.dance else None
+    assert agreement is not None and agreement.interference is not None and agreement.confusion is not None
+    row = re.search(r"<td>interference pairs</td>(.*?)</tr>", s, re.S)
+    assert row and re.findall(r'<td class="n">(.*?)</td>', row.group(1)) == [
+        fmt_num(agreement.interference.spearman), fmt_num(agreement.interference.top_k_overlap),
+        fmt_num(agreement.interference.n_pairs)]
     assert "class 0 / class 1" in s  # the top dancing pair is listed
 
 
-def test_dance_section_tolerates_missing_optional_keys(small: AuditResult, tmp_path: Path) -> None:
-    dance = synthetic.dance(k=5)
-    for key in ("agreement", "notes", "dominant", "pair_flips", "forgetting", "never_forgotten", "steps",
-                "class_names", "window"):
-        dance.pop(key, None)
-    html = render_report(small.with_dance(dance), tmp_path / "r.html").read_text(encoding="utf-8")
-    s = section(html, "label-dancing")
-    assert len(IMG.findall(s)) == 1  # only the dance-rate curves can be drawn
-    assert "Agreement" not in s
+def test_dance_section_without_an_audit_to_compare(small: AuditResult, tmp_path: Path) -> None:
+    path = render_dance_report(synthetic.dance(k=5), tmp_path / "d.html")
+    s = section(path.read_text(encoding="utf-8"), "label-dancing")
+    assert "Agreement" not in s and len(IMG.findall(s)) == 2 + 4
 
 
 def test_standalone_dance_report(tmp_path: Path) -> None:
@@ -211,7 +212,7 @@ def test_render_is_atomic(small: AuditResult, tmp_path: Path, monkeypatch: pytes
         raise RuntimeError("figure failed")
 
     # the CCT figure is drawn mid-way: after the heatmaps, before the interference models
-    monkeypatch.setattr(report_html.figures, "cct_panels", broken)
+    monkeypatch.setattr(sections.figures, "cct_panels", broken)
     with pytest.raises(RuntimeError, match="figure failed"):
         render_report(small.with_gate(None), path)
     assert path.read_bytes() == before
@@ -237,31 +238,31 @@ def test_large_k_draws_no_40_by_40_heatmap(large: AuditResult, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     shapes: dict[str, list[tuple[int, ...]]] = {}
     for name in ("confusion_heatmap", "interference_heatmaps", "dancing_pair_heatmap"):
-        original = getattr(report_html.figures, name)
+        original = getattr(sections.figures, name)
 
         def spy(matrix: np.ndarray, *args: object, _name: str = name, _original=original, **kwargs: object) -> str:
             shapes.setdefault(_name, []).append(np.shape(matrix))
             return _original(matrix, *args, **kwargs)
 
-        monkeypatch.setattr(report_html.figures, name, spy)
+        monkeypatch.setattr(sections.figures, name, spy)
     panels: list[int] = []
-    original_cct = report_html.figures.cct_panels
+    original_cct = sections.figures.cct_panels
 
     def spy_cct(p: list[dict], **kwargs: object) -> str:
         panels.append(len(p))
-        assert all(len(panel["others"]) == report_html.HURT_LARGE_K for panel in p)
+        assert all(len(panel["others"]) == sections.HURT_LARGE_K for panel in p)
         return original_cct(p, **kwargs)
 
-    monkeypatch.setattr(report_html.figures, "cct_panels", spy_cct)
+    monkeypatch.setattr(sections.figures, "cct_panels", spy_cct)
     render_report(large, tmp_path / "r.html")
     assert set(shapes) == {"confusion_heatmap", "interference_heatmaps", "dancing_pair_heatmap"}
     assert all(shape == (20, 20) for drawn in shapes.values() for shape in drawn), shapes
-    assert panels == [report_html.MAX_CCT_PANELS]
+    assert panels == [sections.MAX_CCT_PANELS]
 
 
 def test_large_k_focus_is_the_top_pairs(large: AuditResult) -> None:
-    focus = report_html._focus_classes(large)
-    assert len(focus) == report_html.FOCUS_CLASSES
+    focus = sections._focus_classes(large)
+    assert len(focus) == sections.FOCUS_CLASSES
     a, b, _ = large.top_pairs_interference[0]
     assert focus[:2] == [a, b]
     c, d, _ = large.top_pairs_confusion[0]
@@ -302,12 +303,12 @@ def test_template_dir_falls_back_to_the_installed_copy(monkeypatch: pytest.Monke
     """A wheel has no reports/ beside the package: templates come from auditor/_templates."""
     import tomllib
 
-    fake = tmp_path / "site-packages" / "auditor" / "report" / "html.py"
+    fake = tmp_path / "site-packages" / "auditor" / "report" / "render.py"
     fake.parent.mkdir(parents=True)
     installed = tmp_path / "site-packages" / "auditor" / "_templates"
     installed.mkdir()
     (installed / "base.html.j2").write_text("{{ title }}")
-    monkeypatch.setattr(report_html, "__file__", str(fake))
+    monkeypatch.setattr(report_render, "__file__", str(fake))
     assert template_dir() == installed
     # and the build really puts them there
     root = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import pytest
 
 from auditor import AuditResult
 from auditor.report import render_dance_report, render_report
-from auditor.report.html import SECTIONS
+from auditor.report.render import SECTIONS
 from tests.report_fixtures import synthetic
 
 CHROMIUM = shutil.which("chromium")
@@ -74,7 +74,7 @@ def check_page(page: Path, tmp_path: Path, sections: tuple[str, ...], shot: str)
 
 def test_report_in_chromium(tmp_path: Path) -> None:
     result = AuditResult.from_dict(synthetic.small())
-    result = result.with_dance(synthetic.dance(k=5, pair_score=result.interference.pair_score))
+    result = result.with_dance(synthetic.dance(k=5))
     page = render_report(result, tmp_path / "report.html")
     check_page(page, tmp_path, SECTIONS, "report_small.png")
 

@@ -1,7 +1,12 @@
-"""The HTML interference report (drawn only from results; see :mod:`auditor.report.html`)."""
+"""The HTML reports, drawn only from result objects (so they can be rebuilt from results.json).
+
+:mod:`auditor.report.sections` and :mod:`auditor.report.dance` pick what each section
+shows; :mod:`auditor.report.figures` draws; :mod:`auditor.report.render` fills the
+templates and writes the file.
+"""
 
 from __future__ import annotations
 
-from .html import TemplateNotFoundError, render_dance_report, render_report, template_dir
+from .render import TemplateNotFoundError, render_dance_report, render_report, template_dir
 
 __all__ = ["render_report", "render_dance_report", "template_dir", "TemplateNotFoundError"]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from auditor.serialization import json_array
+
+if TYPE_CHECKING:
+    from auditor.dancing import DanceAnalysis
 
 HERE = Path(__file__).parent
 SMALL = HERE / "results_small.json"
@@ -108,13 +111,17 @@ def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, 
     d["flatness"] = {"curvature": json_array(curvature), "sharpness": json_array(sharpness), "rho": json_array(vec / 2)}
     d["errors"] = errors
     d["top_pairs"] = {"interference": [list(p) for p in top_s], "confusion": top_p}
-    d["gate"] = evaluate_gate(d)
+    from auditor.audit import AuditResult
+
+    d["gate"] = None
+    d["gate"] = evaluate_gate(AuditResult.from_dict(d)).to_dict()
     return d
 
 
-def dance(k: int = 5, records: int = 30, per_class: int = 12, seed: int = 0,
-          pair_score: Any = None, pair_confusion: Any = None) -> dict[str, Any]:
-    """``DanceAnalysis.to_dict()`` of a synthetic run: classes 0 and 1 keep trading samples late in training."""
+def dance(k: int = 5, records: int = 30, per_class: int = 12, seed: int = 0) -> DanceAnalysis:
+    """A synthetic run's analysis: classes 0 and 1 keep trading samples late in training."""
+    from dataclasses import replace
+
     from auditor.dancing import dance_analysis
 
     rng = np.random.default_rng(seed)
@@ -127,9 +134,4 @@ def dance(k: int = 5, records: int = 30, per_class: int = 12, seed: int = 0,
         predictions[t] = np.where(right, labels, rng.integers(0, k, n))
         dancers = (labels == 0) & (rng.random(n) < 0.35)
         predictions[t, dancers] = 1 if t % 2 else 0
-    analysis = dance_analysis((predictions, labels), n_classes=k)
-    out = analysis.to_dict()
-    out["steps"] = (np.arange(records) * 50).tolist()
-    if pair_score is not None or pair_confusion is not None:
-        out["agreement"] = analysis.compare_pairs(pair_score, pair_confusion).to_dict()
-    return out
+    return replace(dance_analysis((predictions, labels), n_classes=k), steps=np.arange(records) * 50)

@@ -1,0 +1,218 @@
+"""The result of an audit: what results.json holds and what the report is drawn from."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditor.cct import CrossClassTestResult
+from auditor.confusion import ErrorShare, pair_confusion
+from auditor.dancing import DanceAnalysis
+from auditor.errors import OptionError, ResultsError
+from auditor.gate import GateResult
+from auditor.interference import InterferenceResult
+from auditor.landscape import Flatness, InterferenceModel
+
+from .options import AuditOptions
+
+__all__ = ["AuditResult", "SCHEMA_VERSION", "versions"]
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True, eq=False)
+class AuditResult:
+    """Everything one audit measured (CONCEPTS.md names throughout).
+
+    Attributes
+    ----------
+    model : dict
+        :meth:`auditor.model.Model.summary` of the audited model.
+    data, gradient_data : dict
+        Source, fingerprint, sample count and per-class counts of the audit data and of
+        the data the gradients came from (the same set unless ``--gradient-data``).
+    class_names : list of str
+        K names (class ids as text when the data have none).
+    options : AuditOptions
+    loss, accuracy : ndarray of shape (K,)
+        ``L_c(θ*)`` and ``A_c(θ*)`` on the audit data; NaN for absent classes.
+    counts : ndarray of shape (K,)
+    gradient_norm : ndarray of shape (K,)
+        ``||g_c||``; NaN where not computed.
+    alpha_max : ndarray of shape (K,)
+        α_max per ego class; NaN for classes without a direction.
+    skipped : dict of int to str
+        Classes without a direction or CCT row, with the reason.
+    cct : CrossClassTestResult
+    interference : InterferenceResult
+    flatness : Flatness
+    errors : ErrorShare
+    top_pairs_interference, top_pairs_confusion : list of (int, int, float)
+    models : list of InterferenceModel
+    candidates : dict
+        How the ego classes were chosen.
+    provider : str
+        The device that really ran.
+    timings : dict of str to float
+        Seconds per stage.
+    versions : dict of str to str
+    gate : GateResult or None
+        The gate's verdicts (see :mod:`auditor.gate`), when one ran.
+    dance : DanceAnalysis or None
+        A label-dancing analysis (see :mod:`auditor.dancing`) with its agreement with this
+        audit's pairs, when a log or checkpoints were given.
+    """
+
+    model: Mapping[str, Any]
+    data: Mapping[str, Any]
+    gradient_data: Mapping[str, Any]
+    class_names: list[str]
+    options: AuditOptions
+    loss: np.ndarray
+    accuracy: np.ndarray
+    counts: np.ndarray
+    gradient_norm: np.ndarray
+    alpha_max: np.ndarray
+    skipped: Mapping[int, str]
+    cct: CrossClassTestResult
+    interference: InterferenceResult
+    flatness: Flatness
+    errors: ErrorShare
+    top_pairs_interference: list[tuple[int, int, float]]
+    top_pairs_confusion: list[tuple[int, int, float]]
+    models: list[InterferenceModel]
+    candidates: Mapping[str, Any]
+    provider: str
+    timings: Mapping[str, float]
+    versions: Mapping[str, str]
+    gate: GateResult | None = None
+    dance: DanceAnalysis | None = None
+    schema_version: str = SCHEMA_VERSION
+    created: str = ""
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def overall_accuracy(self) -> float:
+        c = self.errors.confusion
+        return float(np.trace(c) / c.sum()) if c.sum() else float("nan")
+
+    def worst_class(self) -> tuple[int, float]:
+        """The class with the lowest accuracy among present classes."""
+        acc = np.where(np.isnan(self.accuracy), np.inf, self.accuracy)
+        c = int(np.argmin(acc))
+        return c, float(self.accuracy[c])
+
+    def agreeing_pairs(self, top: int | None = None) -> list[tuple[int, int]]:
+        """Pairs in both top lists (by S and by confusion), each list cut to ``top`` pairs."""
+        a = {(x, y) for x, y, _ in self.top_pairs_interference[:top]}
+        return [(x, y) for x, y, _ in self.top_pairs_confusion[:top] if (x, y) in a]
+
+    def with_gate(self, gate: GateResult | None) -> AuditResult:
+        return replace(self, gate=gate)
+
+    def with_dance(self, dance: DanceAnalysis | None) -> AuditResult:
+        """This result with a label-dancing analysis, compared with this audit's pairs."""
+        if dance is None:
+            return replace(self, dance=None)
+        if dance.n_classes != self.n_classes:
+            raise OptionError(f"the dancing log has {dance.n_classes} classes but the audit has {self.n_classes}; "
+                              "compare a log and an audit of the same model")
+        return replace(self, dance=dance.with_agreement(self.interference.pair_score,
+                                                        pair_confusion(self.errors.confusion).astype(np.float64)))
+
+    def to_dict(self) -> dict[str, Any]:
+        from auditor.serialization import to_jsonable
+
+        return to_jsonable({
+            "schema_version": self.schema_version, "created": self.created, "versions": dict(self.versions),
+            "provider": self.provider, "timings": dict(self.timings), "model": dict(self.model),
+            "data": dict(self.data), "gradient_data": dict(self.gradient_data), "class_names": self.class_names,
+            "options": self.options.to_dict(),
+            "per_class": {"loss": self.loss, "accuracy": self.accuracy, "count": self.counts,
+                          "gradient_norm": self.gradient_norm, "alpha_max": self.alpha_max},
+            "skipped": {str(k): v for k, v in self.skipped.items()},
+            "cct": self.cct.to_dict(), "interference": self.interference.to_dict(),
+            "flatness": self.flatness.to_dict(), "errors": self.errors.to_dict(),
+            "top_pairs": {"interference": [list(p) for p in self.top_pairs_interference],
+                          "confusion": [list(p) for p in self.top_pairs_confusion]},
+            "interference_models": [m.to_dict() for m in self.models],
+            "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
+            "dance": None if self.dance is None else self.dance.to_dict(),
+        })
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> AuditResult:
+        """Read a results.json written by :func:`auditor.save.save_audit`.
+
+        Raises
+        ------
+        ResultsError
+            A missing, unreadable, non-JSON, malformed or unsupported file.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise ResultsError(f"results file '{p}' does not exist; run `auditor audit` first")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ResultsError(f"'{p}' is not a readable JSON results file ({err}); run `auditor audit` again") from err
+        if not isinstance(data, dict):
+            raise ResultsError(f"'{p}' holds a JSON {type(data).__name__}, not an audit's results; run `auditor "
+                               "audit` again")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AuditResult:
+        from auditor.serialization import array_from_json
+
+        version = str(d.get("schema_version", ""))
+        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise ResultsError(f"results schema version {version or 'missing'} is not supported (this auditor "
+                               f"reads {SCHEMA_VERSION}); run `auditor audit` again to regenerate results.json")
+        try:
+            pc = d["per_class"]
+            return cls(
+                model=d["model"], data=d["data"], gradient_data=d["gradient_data"],
+                class_names=list(d["class_names"]), options=AuditOptions.from_dict(d["options"]),
+                loss=array_from_json(pc["loss"]), accuracy=array_from_json(pc["accuracy"]),
+                counts=np.asarray(pc["count"], dtype=np.int64), gradient_norm=array_from_json(pc["gradient_norm"]),
+                alpha_max=array_from_json(pc["alpha_max"]), skipped={int(k): v for k, v in d["skipped"].items()},
+                cct=CrossClassTestResult.from_dict(d["cct"]),
+                interference=InterferenceResult.from_dict(d["interference"]),
+                flatness=Flatness.from_dict(d["flatness"]), errors=ErrorShare.from_dict(d["errors"]),
+                top_pairs_interference=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["interference"]],
+                top_pairs_confusion=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["confusion"]],
+                models=[InterferenceModel.from_dict(m) for m in d["interference_models"]],
+                candidates=d["candidates"], provider=d["provider"], timings=d["timings"],
+                versions=d["versions"], gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
+                dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
+                schema_version=version, created=d.get("created", ""))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise ResultsError(f"results.json is incomplete or malformed ({type(err).__name__}: {err}); run "
+                               "`auditor audit` again to regenerate it") from err
+
+
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnx_ad
+    import onnxruntime
+
+    from auditor import __version__
+
+    return {"auditor": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnx_ad": onnx_ad.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+

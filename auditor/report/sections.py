@@ -1,0 +1,262 @@
+"""What each section of the audit report shows, from an :class:`~auditor.audit.AuditResult`.
+
+These functions pick what to show (the classes of the top pairs when K is large, the
+most-hurt classes of each cross-class test) and draw the figures; they compute no
+analysis.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from auditor.audit import AuditResult
+from auditor.report import figures
+from auditor.report.format import class_name as _name
+from auditor.report.format import fmt_num, fmt_seconds
+
+__all__ = ["summary", "per_class", "errors", "interference", "cct", "models", "method", "LARGE_K", "FOCUS_CLASSES",
+           "MAX_CCT_PANELS"]
+
+#: Above this many classes, heatmaps show only the classes of the top pairs.
+LARGE_K = 30
+#: How many classes such a heatmap shows at most.
+FOCUS_CLASSES = 20
+#: Cross-class-test panels at most (one per ego class).
+MAX_CCT_PANELS = 12
+#: Most-hurt classes labelled per CCT panel (drawn alone when K is large).
+HURT_LABELLED = 3
+HURT_LARGE_K = 5
+#: Section ids, in page order.
+SECTIONS = ("summary", "per-class", "errors", "interference", "cct", "interference-models", "label-dancing",
+            "method")
+
+
+def _focus_classes(result: AuditResult, n: int = FOCUS_CLASSES) -> list[int]:
+    """Classes of the top pairs (by S, then by confusion, then more confused pairs), at most ``n``."""
+    out: list[int] = []
+    pairs = [(a, b) for a, b, _ in result.top_pairs_interference] + \
+            [(a, b) for a, b, _ in result.top_pairs_confusion] + [(a, b) for a, b, _ in result.errors.pairs]
+    for a, b in pairs:
+        for c in (a, b):
+            if c not in out and len(out) < n:
+                out.append(int(c))
+        if len(out) >= n:
+            break
+    if len(out) < n:  # no pairs at all: fall back to the worst classes
+        acc = np.where(np.isnan(result.accuracy), np.inf, result.accuracy)
+        for c in np.argsort(acc, kind="stable"):
+            if int(c) not in out and len(out) < n:
+                out.append(int(c))
+    return out
+
+
+def _pair_rows(result: AuditResult, pairs: Sequence[tuple[int, int, float]], names: Sequence[str],
+               limit: int = 5) -> list[dict[str, Any]]:
+    conf = result.errors.confusion
+    s = result.interference.pair_score
+    agree = set(result.agreeing_pairs(top=limit))
+    rows = []
+    for a, b, _ in pairs[:limit]:
+        rows.append({"a": _name(names, a), "b": _name(names, b), "score": float(s[a, b]),
+                     "confusion": int(conf[a, b] + conf[b, a]), "conflict": float(result.interference.conflict[a, b]),
+                     "both": (a, b) in agree})
+    return rows
+
+
+def summary(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
+    m = result.model
+    op_types = m.get("op_types") or {}
+    worst, worst_acc = result.worst_class()
+    counts = np.asarray(result.counts)
+    present = counts[counts > 0]
+    gate = result.gate
+    return {
+        "model": {"file": os.path.basename(str(m.get("path", ""))) or "—", "path": m.get("path", "—"),
+                  "producer": m.get("producer") or "—", "opset": m.get("opset", "—"),
+                  "ir_version": m.get("ir_version", "—"), "n_parameters": m.get("n_parameters"),
+                  "n_tensors": len(m.get("parameters") or []),
+                  "op_types": ", ".join(f"{k} ×{v}" for k, v in op_types.items()) or "—",
+                  "logits": (m.get("logits") or {}).get("tensor", "—"),
+                  "logits_kind": (m.get("logits") or {}).get("kind", "—"),
+                  "input": m.get("input") or {}, "notes": list(m.get("notes") or [])},
+        "data": {"source": result.data.get("source", "—"), "n_samples": result.data.get("n_samples"),
+                 "n_classes": result.n_classes, "n_present": int((counts > 0).sum()),
+                 "counts": [(_name(names, c), int(n)) for c, n in enumerate(counts)] if result.n_classes <= LARGE_K
+                 else None,
+                 "count_range": (int(present.min()), int(np.median(present)), int(present.max())) if present.size
+                 else None,
+                 "separate_gradient_data": _separate(result)},
+        "overall_accuracy": result.overall_accuracy, "worst_name": _name(names, worst), "worst_accuracy": worst_acc,
+        "pairs_interference": _pair_rows(result, result.top_pairs_interference, names),
+        "pairs_confusion": _pair_rows(result, result.top_pairs_confusion, names),
+        "agreeing": [f"{_name(names, a)} / {_name(names, b)}" for a, b in result.agreeing_pairs(top=5)],
+        "gate": gate,
+        "skipped": [(_name(names, c), reason) for c, reason in sorted(result.skipped.items())],
+        "n_errors": result.errors.n_errors,
+    }
+
+
+def _separate(result: AuditResult) -> bool:
+    return result.data.get("sha256") != result.gradient_data.get("sha256") or \
+        result.data.get("source") != result.gradient_data.get("source")
+
+
+def per_class(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
+    k = result.n_classes
+    conf = np.asarray(result.errors.confusion)
+    rows = []
+    for c in range(k):
+        off = conf[c].astype(np.float64).copy()
+        off[c] = -1
+        order = [int(j) for j in np.argsort(-off, kind="stable")[:3] if off[j] > 0]
+        total = conf[c].sum()
+        rows.append({
+            "index": c, "name": _name(names, c), "count": int(result.counts[c]),
+            "accuracy": float(result.accuracy[c]), "loss": float(result.loss[c]),
+            "curvature": float(result.flatness.curvature[c]), "sharpness": float(result.flatness.sharpness[c]),
+            "gradient_norm": float(result.gradient_norm[c]), "alpha_max": float(result.alpha_max[c]),
+            "alpha_s": float(result.interference.alpha_s[c]),
+            "confusions": [(_name(names, j), int(conf[c, j]), conf[c, j] / total if total else math.nan)
+                           for j in order],
+            "skipped": result.skipped.get(c, ""),
+        })
+    worst_first = k > LARGE_K
+    if worst_first:
+        rows.sort(key=lambda r: (math.isnan(r["accuracy"]), r["accuracy"]))
+    return {"rows": rows, "worst_first": worst_first}
+
+
+def errors(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
+    k = result.n_classes
+    es = result.errors
+    conf = np.asarray(es.confusion)
+    if k > LARGE_K:
+        focus = _focus_classes(result)
+        block = conf[np.ix_(focus, focus)]
+        uri = figures.confusion_heatmap(block, [_name(names, c) for c in focus], row_totals=conf[focus].sum(axis=1))
+        note = (f"Showing {len(focus)} of {k} classes: those in the top pairs by pair score S and by confusion "
+                f"(a {k}×{k} heatmap would be unreadable). Colours are shares of each true class's samples, over "
+                "all predictions.")
+    else:
+        uri = figures.confusion_heatmap(conf, list(names))
+        note = ""
+    n_pairs_total = k * (k - 1) // 2
+    marks, shares = [], []
+    for f, share in sorted(es.share.items()):
+        n = max(1, math.ceil(float(f) * n_pairs_total))
+        label = f"top {float(f) * 100:g}%"
+        marks.append((label, n, share))
+        shares.append({"label": label, "n_pairs": n, "share": share})
+    pareto = figures.pareto_chart([n for _, _, n in es.pairs],
+                                  [f"{_name(names, a)} / {_name(names, b)}" for a, b, _ in es.pairs],
+                                  es.cumulative_share, marks)
+    return {"confusion_uri": uri, "confusion_note": note, "pareto_uri": pareto, "shares": shares,
+            "n_errors": es.n_errors, "n_pairs_total": n_pairs_total, "n_confused_pairs": len(es.pairs),
+            "n_samples": int(conf.sum())}
+
+
+def interference(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
+    k = result.n_classes
+    inter = result.interference
+    if k > LARGE_K:
+        focus = _focus_classes(result)
+        idx = np.ix_(focus, focus)
+        uri = figures.interference_heatmaps(inter.first_order[idx], inter.finite[idx],
+                                            [_name(names, c) for c in focus])
+        note = (f"Showing {len(focus)} of {k} classes: those in the top pairs by pair score S and by confusion "
+                f"(a {k}×{k} heatmap would be unreadable).")
+    else:
+        uri = figures.interference_heatmaps(inter.first_order, inter.finite, list(names))
+        note = ""
+    return {"uri": uri, "note": note, "pairs": _pair_rows(result, result.top_pairs_interference, names, 10),
+            "reasons": [(_name(names, c), r) for c, r in sorted(inter.reasons.items())]}
+
+
+def cct(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
+    cct = result.cct
+    k = result.n_classes
+    ego = list(cct.ego_classes)
+    if not ego:
+        return {"uri": None, "note": "No class had an ego direction, so no cross-class test ran.", "shown": 0,
+                "n_ego": 0}
+    focus = _focus_classes(result, n=k)
+    order = [c for c in focus if c in ego] + [c for c in ego if c not in focus]
+    chosen = order[:MAX_CCT_PANELS]
+    large = k > LARGE_K
+    panels = []
+    z = cct.zero_index
+    for c in sorted(chosen, key=ego.index):
+        i = ego.index(c)
+        steps = cct.steps(i)
+        loss = np.asarray(cct.loss[i])
+        positive = np.flatnonzero(steps > 0)
+        end = int(positive[-1]) if len(positive) else len(steps) - 1
+        hurt = loss[:, end] - loss[:, z]
+        others = [j for j in range(k) if j != c and np.isfinite(loss[j]).any()]
+        ranked = sorted((j for j in others if np.isfinite(hurt[j])), key=lambda j: -hurt[j])
+        top = ranked[: HURT_LARGE_K if large else HURT_LABELLED]
+        curves = [(_name(names, j), j, loss[j]) for j in top]
+        if not large:
+            curves += [(None, j, loss[j]) for j in others if j not in top]
+        panels.append({"title": f"ego class: {_name(names, c)}", "steps": steps, "ego": loss[c],
+                       "others": curves, "alpha_s": float(result.interference.alpha_s[c])})
+    uri = figures.cct_panels(panels, ncols=3 if len(panels) > 4 else min(len(panels), 2) or 1)
+    notes = []
+    if len(ego) > len(chosen):
+        notes.append(f"Panels for {len(chosen)} of {len(ego)} ego classes: those in the top pairs by pair score "
+                     "and by confusion.")
+    if large:
+        notes.append(f"With {k} classes each panel draws only the ego curve and the {HURT_LARGE_K} classes whose "
+                     "loss rises most at the largest step.")
+    return {"uri": uri, "note": " ".join(notes), "shown": len(chosen), "n_ego": len(ego),
+            "labelled": HURT_LARGE_K if large else HURT_LABELLED, "strategy": cct.strategy,
+            "normalization": cct.normalization, "scaled": bool(np.any(cct.step_scale != 1.0))}
+
+
+def models(result: AuditResult, names: Sequence[str]) -> list[dict[str, Any]]:
+    out = []
+    for m in result.models:
+        r = m.radius if m.radius else 1.0
+        na, nb = _name(names, m.a), _name(names, m.b)
+        if m.basis == "gradients":
+            xl, yl = f"s / r   (θ* − s·g_a, g_a of {figures.short(na)})", f"t / r   (− t·g_b, {figures.short(nb)})"
+        else:
+            xl, yl = "s / r   (along u = d_a / ‖d_a‖)", "t / r   (along v ⊥ u, from d_b)"
+        uri = figures.interference_model_figure({
+            "s": np.asarray(m.s) / r, "t": np.asarray(m.t) / r, "loss_a": m.loss_a, "loss_b": m.loss_b,
+            "total": m.total, "minimum_a": m.minimum_a, "minimum_b": m.minimum_b, "name_a": na, "name_b": nb,
+            "one_dimensional": m.one_dimensional, "xlabel": xl, "ylabel": yl})
+        zero = (int(np.argmin(np.abs(m.s))), int(np.argmin(np.abs(m.t))))
+        out.append({"a": na, "b": nb, "uri": uri, "basis": m.basis, "radius": m.radius,
+                    "conflict_angle": m.conflict_angle, "minimum_separation": m.minimum_separation,
+                    "resolution": m.resolution, "grid": f"{len(m.s)}×{len(m.t)}", "one_dimensional": m.one_dimensional,
+                    "note": m.note, "n_samples": m.n_samples,
+                    "loss_a0": float(m.loss_a[zero]), "loss_b0": float(m.loss_b[zero]),
+                    "loss_a_min": float(m.loss_a[tuple(m.minimum_a)]),
+                    "loss_b_min": float(m.loss_b[tuple(m.minimum_b)]),
+                    "score": float(result.interference.pair_score[m.a, m.b]),
+                    "confusion": int(result.errors.confusion[m.a, m.b] + result.errors.confusion[m.b, m.a])})
+    return out
+
+
+def method(result: AuditResult) -> dict[str, Any]:
+    opts = result.options.to_dict()
+    amax = result.alpha_max[np.isfinite(result.alpha_max)]
+    models = result.models
+    return {"options": [(k, "—" if v is None or v == [] else ", ".join(map(str, v)) if isinstance(v, list) else v)
+                        for k, v in opts.items()],
+            "normalization": result.options.normalization, "alphas_given": result.options.alphas is not None,
+            "n_alphas": len(result.cct.alphas), "alpha_max": (float(amax.min()), float(amax.max())) if amax.size
+            else None, "data": dict(result.data), "gradient_data": dict(result.gradient_data),
+            "separate": _separate(result), "versions": sorted(dict(result.versions).items()),
+            "timings": [(k, fmt_seconds(v) if k.endswith("_s") else fmt_num(v)) for k, v in result.timings.items()],
+            "provider": result.provider, "strategy": result.cct.strategy, "model": dict(result.model),
+            "candidates": dict(result.candidates), "created": result.created,
+            "schema_version": result.schema_version, "basis": result.options.basis,
+            "grid": result.options.grid, "n_models": len(models),
+            "resolutions": sorted({fmt_num(m.resolution) for m in models})}
