@@ -285,11 +285,7 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
     if not proto.graph.node:
         raise ModelError(f"'{path}' is not an ONNX model (it has no graph nodes); "
                          "export the classifier to ONNX first")
-    try:
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"the weights of '{path}' live in external data files that could not be "
-                         f"read ({err}); keep them next to the model file") from err
+    _load_external_data(proto, path)
 
     original_opset = opset_of(proto)
     original_ir = proto.ir_version
@@ -321,6 +317,20 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
         ir_version=canonical.ir_version, original_opset=original_opset,
         original_ir_version=original_ir, producer=producer, op_types=dict(op_types),
         excluded=tuple(exclude), sha256=hashlib.sha256(raw).hexdigest(), notes=tuple(notes))
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Read weights kept in external files; only files inside the model's folder are read."""
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    except (OSError, ValueError, onnx.checker.ValidationError) as err:
+        detail = str(err).strip().rstrip(".")
+        if "points outside the directory" in detail:
+            raise ModelError(f"the weights of '{path}' point to an external data file outside the model's folder "
+                             f"({detail}); the auditor reads only files next to the model: move the data file "
+                             "there and save the model again with that location") from err
+        raise ModelError(f"the weights of '{path}' live in external data files that could not be read ({detail}); "
+                         "keep them next to the model file") from err
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:

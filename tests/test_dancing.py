@@ -369,7 +369,7 @@ def test_appending_after_a_crash_drops_the_partial_record(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("text", "match"), [
-    ("", "not a label-dancing log"),
+    ("", "is empty"),
     ('{"format": "auditor-label-dancing", "version": 1, "labels": [0, 1], "n_cl', "not a label-dancing log"),
     ('{"format": "something-else"}\n', "not a label-dancing log"),
     ('{"format": "auditor-label-dancing", "version": 1, "n_classes": 2}\n', "corrupt header"),

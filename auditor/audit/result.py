@@ -181,27 +181,71 @@ class AuditResult:
                                f"reads {SCHEMA_VERSION}); run `auditor audit` again to regenerate results.json")
         try:
             pc = d["per_class"]
-            return cls(
-                model=d["model"], data=d["data"], gradient_data=d["gradient_data"],
-                class_names=list(d["class_names"]), options=AuditOptions.from_dict(d["options"]),
+            result = cls(
+                model=_mapping(d, "model"), data=_mapping(d, "data"), gradient_data=_mapping(d, "gradient_data"),
+                class_names=_strings(d["class_names"]), options=AuditOptions.from_dict(_mapping(d, "options")),
                 loss=array_from_json(pc["loss"]), accuracy=array_from_json(pc["accuracy"]),
                 counts=np.asarray(pc["count"], dtype=np.int64), gradient_norm=array_from_json(pc["gradient_norm"]),
-                alpha_max=array_from_json(pc["alpha_max"]), skipped={int(k): v for k, v in d["skipped"].items()},
+                alpha_max=array_from_json(pc["alpha_max"]),
+                skipped={int(k): str(v) for k, v in _mapping(d, "skipped").items()},
                 cct=CrossClassTestResult.from_dict(d["cct"]),
                 interference=InterferenceResult.from_dict(d["interference"]),
                 flatness=Flatness.from_dict(d["flatness"]), errors=ErrorShare.from_dict(d["errors"]),
                 top_pairs_interference=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["interference"]],
                 top_pairs_confusion=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["confusion"]],
                 models=[InterferenceModel.from_dict(m) for m in d["interference_models"]],
-                candidates=d["candidates"], provider=d["provider"], timings=d["timings"],
-                versions=d["versions"], gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
+                candidates=_mapping(d, "candidates"), provider=_text(d, "provider"),
+                timings={str(k): float(v) for k, v in _mapping(d, "timings").items()},
+                versions={str(k): str(v) for k, v in _mapping(d, "versions").items()},
+                gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
-                schema_version=version, created=d.get("created", ""))
+                schema_version=version, created=str(d.get("created", "")))
+            result.check_shapes()
+            return result
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise ResultsError(f"results.json is incomplete or malformed ({type(err).__name__}: {err}); run "
                                "`auditor audit` again to regenerate it") from err
 
+    def check_shapes(self) -> None:
+        """Every array agrees with K, the α grid and the ego classes (ValueError if not)."""
+        k = len(self.class_names)
+        for name in ("loss", "accuracy", "counts", "gradient_norm", "alpha_max"):
+            _expect(getattr(self, name), (k,), f"per_class.{name}")
+        for name in ("conflict", "first_order", "finite", "pair_score"):
+            _expect(getattr(self.interference, name), (k, k), f"interference.{name}")
+        _expect(self.errors.confusion, (k, k), "errors.confusion")
+        n_ego, n_alpha = len(self.cct.ego_classes), len(self.cct.alphas)
+        for name in ("loss", "accuracy"):
+            _expect(getattr(self.cct, name), (n_ego, k, n_alpha), f"cct.{name}")
+        classes = [c for p in self.top_pairs_interference + self.top_pairs_confusion for c in p[:2]]
+        classes += [c for m in self.models for c in (m.a, m.b)] + list(self.cct.ego_classes)
+        if any(not 0 <= c < k for c in classes):
+            raise ValueError(f"a class id outside 0..{k - 1}")
 
+
+def _mapping(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = d[key]
+    if not isinstance(value, Mapping):
+        raise TypeError(f"'{key}' is a {type(value).__name__}, expected an object")
+    return value
+
+
+def _text(d: Mapping[str, Any], key: str) -> str:
+    value = d[key]
+    if not isinstance(value, str):
+        raise TypeError(f"'{key}' is a {type(value).__name__}, expected a string")
+    return value
+
+
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("'class_names' must be a list of strings")
+    return list(value)
+
+
+def _expect(a: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    if np.shape(a) != shape:
+        raise ValueError(f"{name} has shape {np.shape(a)}, expected {shape}")
 
 
 def versions() -> dict[str, str]:

@@ -164,7 +164,7 @@ class LabelDancingRecorder:
             if not append:
                 raise OptionError(f"label-dancing log '{self.path}' exists; remove it, choose another path, or pass "
                                   "append=True to continue it")
-            old = _read_header(self.path)
+            old = _read_header(self.path, _read_lines(self.path)[0])
             if old["labels"] != header["labels"]:
                 raise DataError(f"'{self.path}' was recorded with other probe labels; start a new log")
             with warnings.catch_warnings():
@@ -243,9 +243,19 @@ def _drop_partial_line(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        line = fh.readline()
+def _read_lines(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResultsError(f"'{path}' is not a readable label-dancing log ({err}); write logs with "
+                           "auditor.LabelDancingRecorder") from err
+    if not any(line.strip() for line in lines):
+        raise ResultsError(f"label-dancing log '{path}' is empty; record a run with auditor.LabelDancingRecorder")
+    return lines
+
+
+def _read_header(path: Path, line: str) -> dict[str, Any]:
     try:
         header = json.loads(line)
     except json.JSONDecodeError as err:
@@ -300,11 +310,10 @@ def read_log(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.n
     p = Path(path)
     if not p.is_file():
         raise ResultsError(f"label-dancing log '{p}' does not exist; check the path")
-    header = _read_header(p)
+    lines = _read_lines(p)
+    header = _read_header(p, lines[0])
     n = len(header["labels"])
     steps, epochs, preds = [], [], []
-    with open(p, encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
     body = lines[1:]
     last = max((i for i, line in enumerate(body) if line.strip()), default=-1)
     for i, line in enumerate(body):
