@@ -135,6 +135,19 @@ def test_gradient_files_hold_every_class_and_matched_initializer(name: str) -> N
     np.testing.assert_allclose(losses, reference.class_losses(e["reference_logits"], e["y"], e["n_classes"]), rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", TEXT)
+def test_text_models_take_any_batch_and_sequence_length(name: str) -> None:
+    """Rows whose text fits in 11 tokens, cut to 11 positions: the same logits (dynamic axes, mask honoured)."""
+    e = deployed_entry(name)
+    assert all(i["shape"][:2] == ["batch", "sequence"] for i in e["inputs"])
+    rows = e["feeds"]["attention_mask"].sum(axis=1) <= 11
+    assert 2 <= rows.sum() < len(rows)
+    feeds = {k: v[rows, :11] for k, v in e["feeds"].items()}
+    got = _ort_logits(onnx.load(e["path"]), feeds, e["logits"], None)
+    expected = e["reference_logits"][rows].astype(np.float64)
+    assert np.abs(got - expected).max() <= e["check"]["tolerance"] * np.abs(e["reference_logits"]).max()
+
+
 def _float64_logits(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], logits: str,
                     batch_fixed: int | None) -> np.ndarray:
     """Logits from the ONNX reference evaluator on a float64 copy of the model (any number of inputs)."""
