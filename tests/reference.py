@@ -3,18 +3,67 @@
 ONNX Runtime has no float64 Conv on CPU, so a float64 copy of the model runs through
 ``onnx.reference.ReferenceEvaluator`` (ENGINEERING.md). Class losses follow CONCEPTS.md:
 mean cross-entropy over the samples of each class, logits as "Setting" defines them.
+
+Three of onnx 1.23's reference operators are replaced (the class name selects the op it replaces):
+``LRN`` loops over the batch axis instead of the channels (onnx/onnx#7805, fixed upstream after 1.23),
+so with one sample it normalises channel 0 only; ``Erf`` (the GELU of BERT-style models) computes in
+float32 whatever its input, which leaves float64 finite differences with float32 noise;
+``GatherElements`` goes through ``numpy.choose``, which refuses more than 64 choices (a sequence axis
+of 16 tokens over 64 positions in transformer exports).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
 
-__all__ = ["float64_model", "reference_logits", "class_losses", "class_accuracies", "finite_difference_gradient"]
+__all__ = ["float64_model", "reference_evaluator", "reference_logits", "class_losses", "class_accuracies",
+           "finite_difference_gradient"]
+
+
+class LRN(OpRun):
+    """LRN as specified: x / (bias + alpha / size * sum of x^2 over a window of channels) ** beta."""
+
+    op_domain = ""
+
+    def _run(self, x: np.ndarray, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0,
+             size: int = 1) -> tuple[np.ndarray]:
+        channels = x.shape[1]
+        lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+        square = x.astype(np.float64) ** 2
+        square_sum = np.stack([square[:, max(0, c - lo):min(channels, c + hi + 1)].sum(axis=1)
+                               for c in range(channels)], axis=1)
+        return ((x / (bias + alpha / size * square_sum) ** beta).astype(x.dtype),)
+
+
+class Erf(OpRun):
+    """Erf in the input's precision."""
+
+    op_domain = ""
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray]:
+        return (np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype),)
+
+
+class GatherElements(OpRun):
+    """GatherElements as specified (negative indices count from the end of the axis)."""
+
+    op_domain = ""
+
+    def _run(self, data: np.ndarray, indices: np.ndarray, axis: int = 0) -> tuple[np.ndarray]:
+        indices = np.where(indices < 0, indices + data.shape[axis], indices)
+        return (np.take_along_axis(data, indices, axis=axis),)
+
+
+def reference_evaluator(m: onnx.ModelProto) -> ReferenceEvaluator:
+    """``onnx.reference.ReferenceEvaluator`` with the operators this module corrects."""
+    return ReferenceEvaluator(m, new_ops=[LRN, Erf, GatherElements])
 
 
 def _to64(t: TensorProto) -> TensorProto:
@@ -86,7 +135,7 @@ def _evaluator(proto: onnx.ModelProto, logits_name: str, logits_kind: str,
     data = [v for v in m.graph.input if v.name not in inits]
     del m.graph.input[:]
     m.graph.input.extend(data)
-    return ReferenceEvaluator(m), data[0].name
+    return reference_evaluator(m), data[0].name
 
 
 def reference_logits(proto: onnx.ModelProto, x: np.ndarray, logits_name: str, logits_kind: str,
@@ -135,7 +184,7 @@ def _param_value(proto: onnx.ModelProto, name: str, x: np.ndarray, logits_name: 
     keep = [v for v in m.graph.input if v.name in feeds or v.name in inits]
     del m.graph.input[:]
     m.graph.input.extend(keep)
-    return np.asarray(ReferenceEvaluator(m).run(None, feeds)[0], np.float64)
+    return np.asarray(reference_evaluator(m).run(None, feeds)[0], np.float64)
 
 
 def finite_difference_gradient(proto: onnx.ModelProto, x: np.ndarray, y: np.ndarray, c: int, param_name: str,
