@@ -101,7 +101,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("tests must not touch the network")
 
     monkeypatch.setattr(socket.socket, "connect", guard)
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # restored after each test
 
 
 def spec_model(shape: tuple[Any, ...], dtype: Any = np.float32, k: int = 3, *,

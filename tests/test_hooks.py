@@ -96,9 +96,9 @@ def test_lightning_callback(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
-def test_keras_callback_on_the_torch_backend(tmp_path: Path) -> None:
+def test_keras_callback_on_the_torch_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch", reason="Keras runs here on the torch backend")
-    os.environ["KERAS_BACKEND"] = "torch"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras", reason="the Keras hook needs keras (pip install 'auditor[keras]')")
     if keras.backend.backend() != "torch":
         pytest.skip(f"keras was already imported with the {keras.backend.backend()} backend")

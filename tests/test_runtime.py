@@ -64,13 +64,22 @@ def test_two_directions_add(small_mlp: dict) -> None:
         np.testing.assert_allclose(got, expected, rtol=2e-5)
 
 
-def test_auto_strategy_picks_one_and_records_timings(small_mlp: dict) -> None:
+def test_auto_strategy_picks_the_faster_estimate_and_evaluates_the_same(small_mlp: dict) -> None:
+    from . import numpy_mlp as nref
+
     model = auditor.load_model(small_mlp["path"])
-    ev = Evaluator(model, auditor.Dataset(small_mlp["x"], small_mlp["y"]), strategy="auto")
-    ev.set_directions([{}])
-    ev.evaluate([0.0])
-    assert ev.strategy in ("inputs", "rebuild")
-    assert set(ev.timings) >= {"estimated_step_inputs_s", "estimated_step_rebuild_s"}
+    data = auditor.Dataset(small_mlp["x"], small_mlp["y"])
+    rng = np.random.default_rng(3)
+    direction = {p.name: rng.standard_normal(p.shape).astype(np.float32) * 0.1 for p in model.parameters}
+    ev = Evaluator(model, data, strategy="auto")
+    ev.set_directions([direction])
+    got = ev.evaluate([0.7]).loss
+    estimates = {s: ev.timings[f"estimated_step_{s}_s"] for s in ("inputs", "rebuild")}
+    assert all(v > 0 for v in estimates.values()) and ev.timings["session_creation_s"] > 0
+    assert ev.strategy == min(estimates, key=lambda s: estimates[s])
+    assert ev.n_evaluations == 1 and ev.samples_evaluated == len(data)  # the probe runs are not counted
+    expected = nref.class_losses(nref.moved(small_mlp["weights"], direction, 0.7), small_mlp["x"], small_mlp["y"], 4)
+    np.testing.assert_allclose(got, expected, rtol=2e-5)
 
 
 def test_provider_resolution() -> None:
