@@ -8,7 +8,6 @@ architectures and exporters the auditor must handle; tests parametrize over it w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any

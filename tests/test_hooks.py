@@ -6,7 +6,6 @@ missing the test says which and is skipped.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
