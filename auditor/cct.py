@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,9 +17,14 @@ from .errors import OptionError
 from .gradients import EgoDirections
 from .progress import Progress
 from .runtime import Evaluator, StepStats
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .model import Model
 from .serialization import array_from_json, json_array
 
-__all__ = ["CrossClassTestResult", "cross_class_test", "default_alphas", "FULL_FLOW_MAX_CLASSES"]
+__all__ = ["CrossClassTestResult", "CCTPlan", "cross_class_test", "plan_cct", "run_cell", "default_alphas",
+           "FULL_FLOW_MAX_CLASSES"]
 
 #: Above this many classes the flow tensor keeps only the top destinations per row.
 FULL_FLOW_MAX_CLASSES = 64
@@ -152,8 +157,94 @@ def _top_destinations(stats: StepStats, m: int) -> tuple[np.ndarray, np.ndarray]
     return order.astype(np.int32), np.take_along_axis(flow, order, axis=1)
 
 
-def cross_class_test(model: Any, data: Any, directions: EgoDirections, alphas: Sequence[float] | None = None, *,
-                     ego_classes: Sequence[int] | None = None, provider: str = "auto", batch_size: int = 256,
+@dataclass(frozen=True)
+class CCTPlan:
+    """What a cross-class test evaluates: the α grid, the ego classes and their step scales.
+
+    The work is a list of cells (:meth:`cells`): one ego class and some of its grid steps,
+    each evaluated over the whole audit data; the unperturbed pass is shared by all.
+
+    Attributes
+    ----------
+    alphas : ndarray of shape (A,)
+        Ascending, 0 included.
+    step_scale : ndarray of shape (n_ego,)
+    ego_classes : tuple of int
+    zero_index : int
+    """
+
+    alphas: np.ndarray
+    step_scale: np.ndarray
+    ego_classes: tuple[int, ...]
+    zero_index: int
+
+    def steps(self, i: int) -> np.ndarray:
+        """The α values taken along the direction of ``ego_classes[i]``."""
+        return self.step_scale[i] * self.alphas
+
+    def cells(self) -> list[tuple[int, tuple[int, ...]]]:
+        """``(i, grid indices)``: every perturbed step of ego class ``ego_classes[i]``, in grid order."""
+        steps = tuple(a for a in range(len(self.alphas)) if a != self.zero_index)
+        return [(i, steps) for i in range(len(self.ego_classes))]
+
+    @property
+    def n_evaluations(self) -> int:
+        """Passes over the data: the shared unperturbed one and one per perturbed step."""
+        return 1 + len(self.ego_classes) * (len(self.alphas) - 1)
+
+
+def plan_cct(directions: EgoDirections, alphas: Sequence[float] | None = None,
+             ego_classes: Sequence[int] | None = None) -> CCTPlan:
+    """The α grid and ego classes of a cross-class test (see :func:`cross_class_test`)."""
+    if alphas is None:
+        grid = default_alphas()
+    else:
+        grid = np.asarray(sorted(float(a) for a in alphas), dtype=np.float64)
+        if not np.any(grid == 0.0):
+            raise OptionError("the α grid must contain 0 (the unperturbed model); add 0 to --alphas")
+    chosen = list(directions.classes) if ego_classes is None else [int(c) for c in ego_classes]
+    missing = [c for c in chosen if c not in directions.classes]
+    if missing:
+        raise OptionError(f"no ego direction for classes {missing}; they have no samples or a zero gradient")
+    amax = directions.alpha_max[[directions.classes.index(c) for c in chosen]] if chosen else np.zeros(0)
+    step_scale = np.ones(len(chosen))
+    if alphas is None:  # the default grid spans [-α_max, α_max]; α_max is shared except under "none"
+        if directions.normalization == "none":
+            step_scale = np.asarray(amax, dtype=np.float64)
+        else:
+            grid = grid * (float(amax[0]) if len(amax) else 1.0)
+    return CCTPlan(alphas=grid, step_scale=step_scale, ego_classes=tuple(chosen),
+                   zero_index=int(np.flatnonzero(grid == 0.0)[0]))
+
+
+def run_cell(evaluator: Evaluator, direction: Mapping[str, np.ndarray], steps: Sequence[float]) -> list[StepStats]:
+    """Evaluate one cell: the data at ``θ* + step · direction`` for each step, in order."""
+    evaluator.set_directions([direction])
+    return [evaluator.evaluate([float(step)]) for step in steps]
+
+
+class _Collector:
+    """The CCT arrays, filled cell by cell (placed by index, whatever order cells finish in)."""
+
+    def __init__(self, n_ego: int, k: int, n_alpha: int, keep_flow: bool) -> None:
+        self.loss = np.full((n_ego, k, n_alpha), np.nan)
+        self.accuracy = np.full((n_ego, k, n_alpha), np.nan)
+        self.m = min(TOP_DESTINATIONS, k)
+        self.flow = np.full((n_ego, k, n_alpha, k), np.nan, dtype=np.float32) if keep_flow else None
+        self.top_c = None if keep_flow else np.zeros((n_ego, k, n_alpha, self.m), dtype=np.int32)
+        self.top_s = None if keep_flow else np.zeros((n_ego, k, n_alpha, self.m), dtype=np.float32)
+
+    def store(self, i: int, a: int, stats: StepStats) -> None:
+        self.loss[i, :, a] = stats.loss
+        self.accuracy[i, :, a] = stats.accuracy
+        if self.flow is not None:
+            self.flow[i, :, a, :] = stats.flow
+        elif self.top_c is not None and self.top_s is not None:
+            self.top_c[i, :, a], self.top_s[i, :, a] = _top_destinations(stats, self.m)
+
+
+def cross_class_test(model: Model, data: Dataset, directions: EgoDirections, alphas: Sequence[float] | None = None,
+                     *, ego_classes: Sequence[int] | None = None, provider: str = "auto", batch_size: int = 256,
                      strategy: str = "auto", full_flow: bool | None = None, progress: bool | None = None,
                      evaluator: Evaluator | None = None) -> CrossClassTestResult:
     """Run the cross-class test (CONCEPTS.md, "Cross-class test").
@@ -187,71 +278,31 @@ def cross_class_test(model: Any, data: Any, directions: EgoDirections, alphas: S
     """
     if evaluator is None:
         evaluator = Evaluator(model, data, provider=provider, batch_size=batch_size, strategy=strategy)
+    plan = plan_cct(directions, alphas, ego_classes)
     k = model.n_classes
-    if alphas is None:
-        grid = default_alphas()
-        scaled = True
-    else:
-        grid = np.asarray(sorted(float(a) for a in alphas), dtype=np.float64)
-        if not np.any(grid == 0.0):
-            raise OptionError("the α grid must contain 0 (the unperturbed model); add 0 to --alphas")
-        scaled = False
-    chosen = list(directions.classes) if ego_classes is None else [int(c) for c in ego_classes]
-    missing = [c for c in chosen if c not in directions.classes]
-    if missing:
-        raise OptionError(f"no ego direction for classes {missing}; they have no samples or a zero gradient")
-    rows = [directions.classes.index(c) for c in chosen]
-    if scaled:
-        # The default grid spans [-α_max, α_max]; α_max is shared except under "none".
-        amax = directions.alpha_max[rows] if rows else np.zeros(0)
-        if directions.normalization == "none":
-            step_scale = amax
-        else:
-            shared = float(amax[0]) if len(amax) else 1.0
-            grid = grid * shared
-            step_scale = np.ones(len(rows))
-    else:
-        step_scale = np.ones(len(rows))
-    zero = int(np.flatnonzero(grid == 0.0)[0])
-    n_ego, n_alpha = len(rows), len(grid)
     keep_flow = (k <= FULL_FLOW_MAX_CLASSES) if full_flow is None else full_flow
-    m = min(TOP_DESTINATIONS, k)
-    loss = np.full((n_ego, k, n_alpha), np.nan)
-    accuracy = np.full((n_ego, k, n_alpha), np.nan)
-    flow = np.full((n_ego, k, n_alpha, k), np.nan, dtype=np.float32) if keep_flow else None
-    top_c = None if keep_flow else np.zeros((n_ego, k, n_alpha, m), dtype=np.int32)
-    top_s = None if keep_flow else np.zeros((n_ego, k, n_alpha, m), dtype=np.float32)
-
-    def store(i: int, a: int, stats: StepStats) -> None:
-        loss[i, :, a] = stats.loss
-        accuracy[i, :, a] = stats.accuracy
-        if flow is not None:
-            flow[i, :, a, :] = stats.flow
-        else:
-            top_c[i, :, a], top_s[i, :, a] = _top_destinations(stats, m)  # type: ignore[index]
-
+    out = _Collector(len(plan.ego_classes), k, len(plan.alphas), keep_flow)
     start = time.perf_counter()
     samples_before = evaluator.samples_evaluated
     evaluated_seconds = 0.0
-    with Progress(1 + n_ego * (n_alpha - 1), "cross-class test", enabled=progress) as bar:
+    with Progress(plan.n_evaluations, "cross-class test", enabled=progress) as bar:
         evaluator.set_directions([{}])
         base = evaluator.evaluate([0.0])
         bar.advance()
-        for i, row in enumerate(rows):
-            evaluator.set_directions([directions[directions.classes[row]]])
-            for a, alpha in enumerate(grid):
-                if a == zero:
-                    store(i, a, base)
-                    continue
-                t0 = time.perf_counter()
-                store(i, a, evaluator.evaluate([float(alpha * step_scale[i])]))
-                evaluated_seconds += time.perf_counter() - t0
-                bar.advance()
-    seconds = time.perf_counter() - start
+        for i in range(len(plan.ego_classes)):
+            out.store(i, plan.zero_index, base)
+        for i, indices in plan.cells():
+            t0 = time.perf_counter()
+            results = run_cell(evaluator, directions[plan.ego_classes[i]], plan.steps(i)[list(indices)])
+            evaluated_seconds += time.perf_counter() - t0
+            for a, stats in zip(indices, results):
+                out.store(i, a, stats)
+            bar.advance(len(indices))
     samples = evaluator.samples_evaluated - samples_before - len(evaluator.y)
     return CrossClassTestResult(
-        alphas=grid, step_scale=np.asarray(step_scale, dtype=np.float64), ego_classes=tuple(chosen), loss=loss,
-        accuracy=accuracy, flow=flow, flow_top_classes=top_c, flow_top_share=top_s,
-        counts=np.asarray(base.count, dtype=np.int64), zero_index=zero, normalization=directions.normalization,
-        provider=evaluator.device, strategy=evaluator.strategy, seconds=seconds,
+        alphas=plan.alphas, step_scale=np.asarray(plan.step_scale, dtype=np.float64), ego_classes=plan.ego_classes,
+        loss=out.loss, accuracy=out.accuracy, flow=out.flow, flow_top_classes=out.top_c, flow_top_share=out.top_s,
+        counts=np.asarray(base.count, dtype=np.int64), zero_index=plan.zero_index,
+        normalization=directions.normalization, provider=evaluator.device, strategy=evaluator.strategy,
+        seconds=time.perf_counter() - start,
         samples_per_second=samples / evaluated_seconds if evaluated_seconds > 0 else 0.0)

@@ -24,11 +24,21 @@ if TYPE_CHECKING:
     from .model import Model, Parameter
 
 __all__ = ["ClassGradients", "EgoDirections", "GradientStream", "class_gradients", "ego_directions",
-           "gradient_sketches",
+           "gradient_sketches", "unflatten",
            "normalize_direction", "default_alpha_max", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("filter", "layer", "global", "none")
 _ZERO_GRADIENT = 1e-12  # relative to ||θ*||: below this a class has no direction
+
+
+def unflatten(names: Sequence[str], shapes: Sequence[tuple[int, ...]], vector: np.ndarray) -> dict[str, np.ndarray]:
+    """A flat vector over θ (parameters concatenated in ``names`` order) as arrays by name (views)."""
+    out, start = {}, 0
+    for name, shape in zip(names, shapes):
+        size = int(np.prod(shape, dtype=np.int64))
+        out[name] = vector[start:start + size].reshape(shape)
+        start += size
+    return out
 
 
 class _FlatMapping(Mapping[int, Mapping[str, np.ndarray]]):
@@ -39,21 +49,12 @@ class _FlatMapping(Mapping[int, Mapping[str, np.ndarray]]):
     shapes: tuple[tuple[int, ...], ...]
     flat: np.ndarray
 
-    def _offsets(self) -> list[tuple[int, int]]:
-        out, start = [], 0
-        for shape in self.shapes:
-            size = int(np.prod(shape, dtype=np.int64))
-            out.append((start, start + size))
-            start += size
-        return out
-
     def __getitem__(self, c: int) -> Mapping[str, np.ndarray]:
         try:
             row = self.classes.index(int(c))
         except ValueError:
             raise KeyError(c) from None
-        v = self.flat[row]
-        return {n: v[s:e].reshape(shape) for n, shape, (s, e) in zip(self.names, self.shapes, self._offsets())}
+        return unflatten(self.names, self.shapes, self.flat[row])
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.classes)

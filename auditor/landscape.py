@@ -5,17 +5,21 @@ See CONCEPTS.md, "Flatness per class" and "Interference model of a pair (2-D)".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .cct import CrossClassTestResult
 from .errors import OptionError
-from .gradients import ClassGradients, EgoDirections
+from .gradients import ClassGradients, EgoDirections, unflatten
 from .progress import Progress
 from .runtime import Evaluator
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .model import Model
 from .serialization import array_from_json, json_array
 
 __all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "BASES"]
@@ -160,15 +164,6 @@ class InterferenceModel:
                    n_samples=int(d.get("n_samples", 0)), **arrays)
 
 
-def _as_dict(names: Sequence[str], shapes: Sequence[tuple[int, ...]], vec: np.ndarray) -> dict[str, np.ndarray]:
-    out, start = {}, 0
-    for n, shape in zip(names, shapes):
-        size = int(np.prod(shape, dtype=np.int64))
-        out[n] = vec[start:start + size].reshape(shape).astype(np.float32)
-        start += size
-    return out
-
-
 def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 0) -> np.ndarray:
     """All of D_a ∪ D_b plus a stratified subsample of the rest (≤ total_samples in all)."""
     pair = np.flatnonzero((y == a) | (y == b))
@@ -183,7 +178,7 @@ def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 
     return np.sort(np.concatenate([pair, rest]))
 
 
-def interference_model(model: Any, data: Any, a: int, b: int, *, directions: EgoDirections | None = None,
+def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: EgoDirections | None = None,
                        gradients: ClassGradients | None = None, basis: str = "orthonormal",
                        grid: int = 25, alpha_max: float | None = None, learning_rate: float = 0.01,
                        total_samples: int = 2000, provider: str = "auto", batch_size: int = 256,
@@ -248,7 +243,7 @@ def interference_model(model: Any, data: Any, a: int, b: int, *, directions: Ego
         s = np.linspace(-r, r, grid)
     t = np.zeros(1) if one_d else s.copy()
     names, shapes = gradients.names, gradients.shapes
-    directions_j = [_as_dict(names, shapes, axis0)] + ([] if axis1 is None else [_as_dict(names, shapes, axis1)])
+    directions_j = [unflatten(names, shapes, axis.astype(np.float32)) for axis in (axis0, axis1) if axis is not None]
     y = np.asarray(data.y)
     subset = _pair_subset(y, a, b, total_samples)
     evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
