@@ -15,14 +15,14 @@ from .cct import CrossClassTestResult
 from .errors import OptionError
 from .gradients import ClassGradients, EgoDirections, unflatten
 from .progress import Progress
-from .runtime import Evaluator
+from .runtime import Evaluator, StepStats
 
 if TYPE_CHECKING:
     from .data import Dataset
     from .model import Model
 from .serialization import array_from_json, json_array
 
-__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "BASES"]
+__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "BASES"]
 
 BASES = ("orthonormal", "gradients")
 PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
@@ -178,6 +178,14 @@ def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 
     return np.sort(np.concatenate([pair, rest]))
 
 
+def evaluate_points(evaluator: Evaluator, points: Sequence[Sequence[float]]) -> list[StepStats]:
+    """Evaluate the data at ``θ* + Σ_j p_j · dir_j`` for each point ``p`` (the evaluator's directions), in order.
+
+    One row of a 2-D grid is one call: the unit of work a distributed run hands out.
+    """
+    return [evaluator.evaluate(list(p)) for p in points]
+
+
 def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: EgoDirections | None = None,
                        gradients: ClassGradients | None = None, basis: str = "orthonormal",
                        grid: int = 25, alpha_max: float | None = None, learning_rate: float = 0.01,
@@ -254,8 +262,8 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     loss_a, loss_b, acc_a, acc_b, total = (np.full(shape, np.nan) for _ in range(5))
     with Progress(shape[0] * shape[1], f"interference model {a}-{b}", enabled=progress) as bar:
         for i, si in enumerate(s):
-            for j, tj in enumerate(t):
-                stats = evaluator.evaluate([float(si)] + ([] if one_d else [float(tj)]))
+            row = [(float(si),) if one_d else (float(si), float(tj)) for tj in t]
+            for j, stats in enumerate(evaluate_points(evaluator, row)):
                 loss, acc = stats.loss, stats.accuracy
                 loss_a[i, j], loss_b[i, j] = loss[a], loss[b]
                 acc_a[i, j], acc_b[i, j] = acc[a], acc[b]
