@@ -5,7 +5,7 @@ See CONCEPTS.md, "Flatness per class" and "Interference model of a pair (2-D)".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
