@@ -28,6 +28,7 @@ import ctypes
 import functools
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 from . import graph as G
 from .errors import ModelError, OptionError
 from .progress import Progress
+from .strategy import StrategyCosts, external_weights_shell
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -53,6 +54,7 @@ __all__ = [
     "predict_logits",
     "Evaluator",
     "StepStats",
+    "StrategyCosts",
     "PROVIDERS",
 ]
 
@@ -283,6 +285,39 @@ class StepStats:
             return self.confusion / self.count[:, None].astype(np.float64)
 
 
+class _Sessions:
+    """What evaluators of one model on one device share: sessions that do not depend on the data."""
+
+    def __init__(self, model: Model, device: str) -> None:
+        self.model, self.device = model, device
+        self.base = model.weights()
+        self.inputs: dict[int, ort.InferenceSession] = {}
+        self.shell: bytes | None = None
+        self.costs: StrategyCosts | None = None
+
+    def inputs_session(self, n_directions: int) -> ort.InferenceSession:
+        if n_directions not in self.inputs:
+            self.inputs[n_directions] = make_session(G.perturbation_graph(self.model, n_directions), self.device)
+        return self.inputs[n_directions]
+
+    def rebuild_session(self, weights: Mapping[str, np.ndarray]) -> tuple[ort.InferenceSession, list[ort.OrtValue]]:
+        """A session whose initializers are ``weights``, handed over in memory as external data.
+
+        The graph is serialised once without the weights; each step passes the new values
+        as ``OrtValue``s, so no protobuf of the weights is built (half of a step's overhead
+        at 11M parameters). The values must outlive the session: the caller keeps them.
+        """
+        if self.shell is None:
+            self.shell = external_weights_shell(self.model)
+        names = list(weights)
+        values = [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.add_external_initializers(names, values)
+        providers = [_CUDA, _CPU] if self.device == "cuda" else [_CPU]
+        return ort.InferenceSession(self.shell, options, providers=providers), values
+
+
 class Evaluator:
     """Per-class loss, accuracy and confusion of a data set at ``θ* + Σ_j c_j d_j``.
 
@@ -297,60 +332,93 @@ class Evaluator:
         How many directions are combined per step (1 for the CCT, 2 for a plane).
     strategy : {"auto", "inputs", "rebuild"}, default="auto"
         See the module docstring.
+
+    Attributes
+    ----------
+    n_evaluations, samples_evaluated : int
+        Calls of :meth:`evaluate` and the samples they ran (the strategy probe not included).
+    costs : StrategyCosts or None
+        What the strategy probe measured (``strategy="auto"``, after the first evaluation).
     """
 
     def __init__(self, model: Model, data: Dataset, *, provider: str = "auto",
-                 batch_size: int = 256, n_directions: int = 1, strategy: str = "auto") -> None:
+                 batch_size: int = 256, n_directions: int = 1, strategy: str = "auto",
+                 _sessions: _Sessions | None = None) -> None:  # _sessions: see restricted()
         from .data import check_dataset
 
         if strategy not in ("auto", "inputs", "rebuild"):
             raise OptionError(f"unknown strategy {strategy!r}; choose auto, inputs or rebuild")
         self.model = model
-        self.device = resolve_provider(provider)
+        self.device = resolve_provider(provider) if _sessions is None else _sessions.device
+        self._sessions = _sessions if _sessions is not None else _Sessions(model, self.device)
         self.n_directions = n_directions
         self.n_classes = int(model.n_classes)
         self.batch_size = _batch_size(model, batch_size)
-        self.base = model.weights()
-        data = check_dataset(data, model)
-        self.y = np.asarray(data.y, dtype=np.int64)
+        self.base = self._sessions.base
+        self.data = check_dataset(data, model)
+        self.y = np.asarray(self.data.y, dtype=np.int64)
         self.spans = _batches(len(self.y), self.batch_size)
         # Data and labels live on the device for the whole run.
-        self._feeds = _batch_feeds(model, {**data.features, G.LABELS: self.y}, self.spans, self.batch_size,
+        self._feeds = _batch_feeds(model, {**self.data.features, G.LABELS: self.y}, self.spans, self.batch_size,
                                    self.device)
         self._directions: list[dict[str, np.ndarray]] = []
         self._bound: dict[str, ort.OrtValue] = {}
-        self._inputs_session: ort.InferenceSession | None = None
-        self._shell: bytes | None = None
+        self._binding: ort.IOBinding | None = None  # the inputs session's, directions bound once
+        self._alive: list[ort.OrtValue] = []  # the rebuilt session's weights
         self.timings: dict[str, float] = {}
         self.strategy = strategy
+        self._probed = strategy == "auto"  # restricted() re-chooses by the measured costs
         self.n_evaluations = 0  # calls of evaluate(); the strategy probe is not counted
         self.samples_evaluated = 0
 
-    # -- sessions ---------------------------------------------------------------------
-    def _session_inputs(self) -> ort.InferenceSession:
-        if self._inputs_session is None:
-            self._inputs_session = make_session(G.perturbation_graph(self.model, self.n_directions),
-                                                self.device)
-        return self._inputs_session
+    @property
+    def costs(self) -> StrategyCosts | None:
+        return self._sessions.costs
 
-    def _session_rebuild(self, coefs: Sequence[float]) -> ort.InferenceSession:
-        if self._shell is None:
-            self._shell = G.evaluation_graph(self.model, keep_weights=False).SerializeToString()
-        weights = self.perturbed_weights(coefs)
-        extra = onnx.ModelProto(graph=onnx.GraphProto(initializer=[
-            numpy_helper.from_array(v, name) for name, v in weights.items()]))
-        return make_session(self._shell + extra.SerializeToString(), self.device)
+    def restricted(self, indices: np.ndarray, *, n_directions: int | None = None) -> Evaluator:
+        """An evaluator over the samples at ``indices`` sharing this one's sessions.
+
+        Its strategy is this one's when that was given; after a probe, the faster one for
+        the subset's size by the measured :class:`StrategyCosts` (a small subset may not
+        be worth a session build per step).
+        """
+        child = Evaluator(self.model, self.data.subset(indices), batch_size=self.batch_size,
+                          n_directions=self.n_directions if n_directions is None else n_directions,
+                          strategy=self.strategy, _sessions=self._sessions)
+        if self._probed and self.costs is not None:
+            child.strategy, child._probed = self.costs.faster(len(child.y)), True
+        return child
+
+    # -- sessions ---------------------------------------------------------------------
+    def _inputs_binding(self) -> tuple[ort.InferenceSession, ort.IOBinding]:
+        session = self._sessions.inputs_session(self.n_directions)
+        if self._binding is None:
+            self._binding = session.io_binding()
+            self._bound = {}
+        if not self._bound:
+            for name, value in self._bind_directions().items():
+                self._binding.bind_ortvalue_input(name, value)
+        return session, self._binding
 
     def perturbed_weights(self, coefs: Sequence[float]) -> dict[str, np.ndarray]:
         """``θ* + Σ_j c_j d_j`` as float32 arrays, by parameter name."""
         out = {}
         for name, base in self.base.items():
-            w = base.copy()
-            for c, d in zip(coefs, self._directions):
-                if c and name in d:
-                    w += np.float32(c) * d[name]
+            terms = [(c, d[name]) for c, d in zip(coefs, self._directions) if c and name in d]
+            if not terms:
+                out[name] = base.copy()
+                continue
+            w = terms[0][1] * np.float32(terms[0][0])
+            for c, d in terms[1:]:
+                w += np.float32(c) * d
+            w += base
             out[name] = w
         return out
+
+    def _rebuilt(self, coefs: Sequence[float]) -> tuple[ort.InferenceSession, ort.IOBinding]:
+        self._alive = []  # the previous step's session is gone; its weights may go too
+        session, self._alive = self._sessions.rebuild_session(self.perturbed_weights(coefs))
+        return session, session.io_binding()
 
     # -- directions -------------------------------------------------------------------
     def set_directions(self, directions: Sequence[Mapping[str, np.ndarray]]) -> None:
@@ -376,6 +444,10 @@ class Evaluator:
                     self._bound[G.direction_input(j, p.name)] = _to_device(value, self.device)
         return self._bound
 
+    def _coefficients(self, binding: ort.IOBinding, coefs: Sequence[float]) -> None:
+        for j, c in enumerate(coefs):
+            binding.bind_ortvalue_input(G.coefficient_input(j), _to_device(np.array(c, dtype=np.float32), "cpu"))
+
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None) -> StepStats:
         """One pass over the data (or its first ``limit`` batches) at the given coefficients."""
@@ -385,34 +457,28 @@ class Evaluator:
         if self.strategy == "auto":
             self._choose_strategy()
         if self.strategy == "inputs":
-            session = self._session_inputs()
-            fixed = dict(self._bind_directions())
-            for j, c in enumerate(coefs):
-                fixed[G.coefficient_input(j)] = _to_device(np.array(c, dtype=np.float32), "cpu")
+            session, binding = self._inputs_binding()
+            self._coefficients(binding, coefs)
         else:
-            session = self._session_rebuild(coefs)
-            fixed = {}
-        stats = self._run(session, fixed, limit)
+            session, binding = self._rebuilt(coefs)
+        stats = self._run(session, binding, limit)
         self.n_evaluations += 1
         self.samples_evaluated += int(stats.count.sum())
         return stats
 
-    def _run(self, session: ort.InferenceSession, fixed: Mapping[str, ort.OrtValue],
-             limit: int | None) -> StepStats:
+    def _run(self, session: ort.InferenceSession, binding: ort.IOBinding, limit: int | None,
+             options: ort.RunOptions | None = None) -> StepStats:
         k = self.n_classes
         loss_sum = np.zeros(k, dtype=np.float64)
         confusion = np.zeros(k * k, dtype=np.int64)
-        binding = session.io_binding()
-        for name, value in fixed.items():
-            binding.bind_ortvalue_input(name, value)
         spans = self.spans if limit is None else self.spans[:limit]
         for b, (s, e) in enumerate(spans):
             for name, value in self._feeds[b].items():
                 binding.bind_ortvalue_input(name, value)
-            binding.bind_output(G.LOSS, "cpu")
-            binding.bind_output(G.PREDICTION, "cpu")
-            session.run_with_iobinding(binding)
-            loss, pred = (v.numpy() for v in binding.get_outputs())
+            for name in (G.LOSS, G.PREDICTION):  # unallocated: the last batch may be shorter
+                binding.bind_output(name, "cpu")
+            session.run_with_iobinding(binding, options)
+            loss, pred = binding.copy_outputs_to_cpu()
             n = e - s
             y = self.y[s:e]
             loss_sum += np.bincount(y, weights=loss[:n].astype(np.float64), minlength=k)
@@ -420,29 +486,58 @@ class Evaluator:
         confusion = confusion.reshape(k, k)
         return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion)
 
+    def _timed_run(self, session: ort.InferenceSession, binding: ort.IOBinding, limit: int,
+                   deadline: float) -> float | None:
+        """Seconds of a run over the first ``limit`` batches; None if stopped after ``deadline`` seconds."""
+        options = ort.RunOptions()
+        timer = threading.Timer(deadline, lambda: setattr(options, "terminate", True))
+        timer.start()
+        start = time.perf_counter()
+        try:
+            self._run(session, binding, limit, options)
+        except RuntimeError:
+            if options.terminate:
+                return None
+            raise
+        finally:
+            timer.cancel()
+        return time.perf_counter() - start
+
     def _choose_strategy(self) -> None:
         """Estimate one full step of each strategy from the first batches; keep the faster.
 
-        A step costs (session creation, for "rebuild") + (time per batch) x (batches), so
-        both parts are timed separately and extrapolated to the whole data set.
+        A rebuilt step costs a session build plus a first run on the new session, so both
+        are timed on a fresh session (as every step will run). Then the weights-as-inputs
+        session runs the same batches, stopped as soon as it is slower than the rebuilt
+        step: on a large CPU model it is several times slower, and timing it in full would
+        cost more than the steps the choice saves. Its first run gets twice that time, as
+        it includes the warm-up (on CUDA an untimed warm-up comes first); a second, warm run
+        decides when the first was close.
         """
+        start = time.perf_counter()
         probe = [1e-3] * self.n_directions
         limit = min(len(self.spans), 3)
-        fixed = dict(self._bind_directions())
-        for j, c in enumerate(probe):
-            fixed[G.coefficient_input(j)] = _to_device(np.array(c, dtype=np.float32), "cpu")
-        session = self._session_inputs()
-        self._run(session, fixed, 1)  # warm-up
-        _, run_inputs = timed(lambda: self._run(session, fixed, limit))
-        self._session_rebuild(probe)  # warm-up (first serialisation)
-        rebuilt, create = timed(lambda: self._session_rebuild(probe))
-        self._run(rebuilt, {}, 1)
-        _, run_rebuild = timed(lambda: self._run(rebuilt, {}, limit))
+        samples = self.spans[limit - 1][1]
+        (session, binding), create = timed(lambda: self._rebuilt(probe))
+        _, run_rebuild = timed(lambda: self._run(session, binding, limit))
         scale = len(self.spans) / limit
-        estimate = {"inputs": run_inputs * scale, "rebuild": create + run_rebuild * scale}
-        self.timings = {f"estimated_step_{k}_s": v for k, v in estimate.items()}
-        self.timings["session_creation_s"] = create
-        self.strategy = min(estimate, key=lambda s: estimate[s])
+        rebuild_step = create + run_rebuild * scale
+        inputs_session, inputs_binding = self._inputs_binding()
+        self._coefficients(inputs_binding, probe)
+        break_even = create / scale + run_rebuild  # inputs wins below this, for `limit` batches
+        if self.device == "cuda":  # the first run tunes kernels: an untimed warm-up
+            self._run(inputs_session, inputs_binding, limit)
+        run_inputs = self._timed_run(inputs_session, inputs_binding, limit, 2 * break_even)
+        if run_inputs is not None and run_inputs >= break_even:
+            run_inputs = self._timed_run(inputs_session, inputs_binding, limit, break_even)
+        stopped = run_inputs is None
+        inputs_step = (break_even if run_inputs is None else run_inputs) * scale
+        self._sessions.costs = StrategyCosts(creation_s=create, inputs_per_sample_s=inputs_step / len(self.y),
+                                             rebuild_per_sample_s=run_rebuild / samples, inputs_stopped=stopped)
+        self.timings = {"estimated_step_inputs_s": inputs_step, "estimated_step_rebuild_s": rebuild_step,
+                        "session_creation_s": create, "inputs_stopped": float(stopped),
+                        "probe_s": time.perf_counter() - start}
+        self.strategy = "rebuild" if stopped or inputs_step >= rebuild_step else "inputs"
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

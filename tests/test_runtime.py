@@ -76,10 +76,60 @@ def test_auto_strategy_picks_the_faster_estimate_and_evaluates_the_same(small_ml
     got = ev.evaluate([0.7]).loss
     estimates = {s: ev.timings[f"estimated_step_{s}_s"] for s in ("inputs", "rebuild")}
     assert all(v > 0 for v in estimates.values()) and ev.timings["session_creation_s"] > 0
-    assert ev.strategy == min(estimates, key=lambda s: estimates[s])
+    if ev.timings["inputs_stopped"]:  # the inputs run was cut short: slower than a rebuilt step
+        assert ev.strategy == "rebuild" and estimates["inputs"] == pytest.approx(estimates["rebuild"])
+    else:
+        assert ev.strategy == min(estimates, key=lambda s: estimates[s])
+    costs = ev.costs
+    assert costs is not None and costs.creation_s == ev.timings["session_creation_s"]
+    assert costs.estimate("rebuild", len(data)) == pytest.approx(estimates["rebuild"])
     assert ev.n_evaluations == 1 and ev.samples_evaluated == len(data)  # the probe runs are not counted
     expected = nref.class_losses(nref.moved(small_mlp["weights"], direction, 0.7), small_mlp["x"], small_mlp["y"], 4)
     np.testing.assert_allclose(got, expected, rtol=2e-5)
+
+
+def test_probe_keeps_rebuild_when_the_inputs_run_is_stopped(small_mlp: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = auditor.load_model(small_mlp["path"])
+    ev = Evaluator(model, auditor.Dataset(small_mlp["x"], small_mlp["y"]), strategy="auto")
+    monkeypatch.setattr(Evaluator, "_timed_run", lambda *args: None)  # as if past the deadline
+    ev.evaluate([0.0])
+    assert ev.strategy == "rebuild" and ev.timings["inputs_stopped"] == 1.0
+    assert ev.costs is not None and ev.costs.inputs_stopped
+
+
+def test_timed_run_stops_at_its_deadline() -> None:
+    z = zoo_entry("resblock")
+    model = auditor.load_model(z["path"])
+    x, y = np.repeat(z["x"], 40, axis=0), np.repeat(z["y"], 40)
+    ev = Evaluator(model, auditor.Dataset(x, y), strategy="inputs", batch_size=8)
+    session, binding = ev._inputs_binding()
+    ev._coefficients(binding, [0.0])
+    full = ev._timed_run(session, binding, len(ev.spans), 60.0)
+    assert full is not None and full > 0.02  # enough batches for the deadline below to land mid-run
+    assert ev._timed_run(session, binding, len(ev.spans), 0.002) is None
+    assert ev._timed_run(session, binding, len(ev.spans), 60.0) is not None  # the session still runs
+
+
+@pytest.mark.parametrize("strategy", ["inputs", "rebuild", "auto"])
+def test_restricted_evaluator_equals_a_fresh_one_on_the_subset(small_mlp: dict, strategy: str) -> None:
+    model = auditor.load_model(small_mlp["path"])
+    data = auditor.Dataset(small_mlp["x"], small_mlp["y"])
+    rng = np.random.default_rng(4)
+    d0, d1 = ({p.name: rng.standard_normal(p.shape).astype(np.float32) * 0.1 for p in model.parameters}
+              for _ in range(2))
+    parent = Evaluator(model, data, strategy=strategy)
+    parent.set_directions([d0])
+    parent.evaluate([0.3])
+    idx = np.flatnonzero(small_mlp["y"] % 2 == 0)
+    child = parent.restricted(idx, n_directions=2)
+    assert child.strategy in ("inputs", "rebuild") if strategy == "auto" else child.strategy == strategy
+    child.set_directions([d0, d1])
+    fresh = Evaluator(model, data.subset(idx), n_directions=2, strategy="rebuild")
+    fresh.set_directions([d0, d1])
+    np.testing.assert_allclose(child.evaluate([0.5, -0.4]).loss, fresh.evaluate([0.5, -0.4]).loss, rtol=1e-5)
+    assert child.n_evaluations == 1 and child.samples_evaluated == len(idx) and parent.n_evaluations == 1
+    again = parent.restricted(idx, n_directions=2)
+    assert again._sessions is child._sessions  # one set of sessions per model and device
 
 
 def test_provider_resolution() -> None:
