@@ -5,7 +5,7 @@ See CONCEPTS.md, "Flatness per class" and "Interference model of a pair (2-D)".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from .model import Model
 from .serialization import array_from_json, json_array
 
-__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "BASES"]
+__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "lattice_sizes",
+           "refine_points", "plane_evaluations", "BASES"]
 
 BASES = ("orthonormal", "gradients")
 PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
@@ -100,7 +101,8 @@ class InterferenceModel:
         ``θ* - s g_a - t g_b``. ``t`` has one point (0) for a 1-D model.
     loss_a, loss_b, accuracy_a, accuracy_b, total : ndarray of shape (n, m)
         ``L_a``, ``L_b``, ``A_a``, ``A_b`` on D_a ∪ D_b and the total loss ``L`` (other
-        classes from a stratified subsample, each class weighted by its share of D).
+        classes from a stratified subsample, each class weighted by its share of D). NaN
+        at grid points not evaluated (see ``lattice``); ``total`` is known on the lattice.
     radius : float
         r: the grid spans [-r, r] on each axis.
     conflict_angle : float
@@ -116,7 +118,16 @@ class InterferenceModel:
     note : str
         Why the model is 1-D, or "".
     n_samples : int
-        Samples evaluated per grid point.
+        Samples evaluated per lattice point (D_a ∪ D_b and the subsample of the rest).
+    lattice : int
+        Points per axis evaluated over the whole plane: every ``(n - 1) / (lattice - 1)``-th
+        grid point. Equal to ``n`` when every grid point was evaluated.
+    refined : int
+        Grid points evaluated near each class's lattice minimum, per class (0 for a full
+        grid), on D_a ∪ D_b only (``refine_samples`` samples).
+    refine_samples : int
+    evaluations : int
+        Passes over the pair's samples in all.
     """
 
     a: int
@@ -138,6 +149,10 @@ class InterferenceModel:
     one_dimensional: bool = False
     note: str = ""
     n_samples: int = 0
+    lattice: int = 0
+    refined: int = 0
+    refine_samples: int = 0
+    evaluations: int = 0
 
     def __post_init__(self) -> None:
         for x in (self.s, self.t, self.loss_a, self.loss_b, self.accuracy_a, self.accuracy_b, self.total):
@@ -150,7 +165,9 @@ class InterferenceModel:
         d.update(a=self.a, b=self.b, basis=self.basis, radius=self.radius, conflict_angle=self.conflict_angle,
                  minimum_a=list(self.minimum_a), minimum_b=list(self.minimum_b),
                  minimum_separation=self.minimum_separation, resolution=self.resolution,
-                 one_dimensional=self.one_dimensional, note=self.note, n_samples=self.n_samples)
+                 one_dimensional=self.one_dimensional, note=self.note, n_samples=self.n_samples,
+                 lattice=self.lattice, refined=self.refined, refine_samples=self.refine_samples,
+                 evaluations=self.evaluations)
         return d
 
     @classmethod
@@ -161,7 +178,16 @@ class InterferenceModel:
                    minimum_b=tuple(d["minimum_b"]),  # type: ignore[arg-type]
                    minimum_separation=float(d["minimum_separation"]), resolution=float(d["resolution"]),
                    one_dimensional=bool(d["one_dimensional"]), note=d.get("note", ""),
-                   n_samples=int(d.get("n_samples", 0)), **arrays)
+                   n_samples=int(d.get("n_samples", 0)), lattice=int(d.get("lattice", len(arrays["s"]))),
+                   refined=int(d.get("refined", 0)), refine_samples=int(d.get("refine_samples", 0)),
+                   evaluations=int(d.get("evaluations", 0)), **arrays)
+
+    def lattice_view(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``(s, t, arrays)`` at the lattice points only: every array defined everywhere (for contours)."""
+        step = max((len(self.s) - 1) // max(self.lattice - 1, 1), 1) if self.lattice else 1
+        rows = slice(None, None, step)
+        cols = rows if len(self.t) > 1 else slice(None)
+        return self.s[rows], self.t[cols], {n: getattr(self, n)[rows, cols] for n in self._ARRAYS[2:]}
 
 
 def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 0) -> np.ndarray:
@@ -181,49 +207,127 @@ def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 
 def evaluate_points(evaluator: Evaluator, points: Sequence[Sequence[float]]) -> list[StepStats]:
     """Evaluate the data at ``θ* + Σ_j p_j · dir_j`` for each point ``p`` (the evaluator's directions), in order.
 
-    One row of a 2-D grid is one call: the unit of work a distributed run hands out.
+    One row of a 2-D grid is one call: the unit of work a distributed run hands out. The
+    refinement near the minima calls it with the few points of one search step.
     """
     return [evaluator.evaluate(list(p)) for p in points]
 
 
-def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: EgoDirections | None = None,
-                       gradients: ClassGradients | None = None, basis: str = "orthonormal",
-                       grid: int = 25, alpha_max: float | None = None, learning_rate: float = 0.01,
-                       total_samples: int = 2000, provider: str = "auto", batch_size: int = 256,
-                       strategy: str = "auto", progress: bool | None = None) -> InterferenceModel:
-    """Evaluate the 2-D interference model of classes ``a`` and ``b``.
+def lattice_sizes(grid: int) -> list[int]:
+    """Lattice sizes (points per axis) that a grid of ``grid`` points per axis allows, ascending.
 
-    Parameters
-    ----------
-    model : Model
-    data : Dataset
-        Checked audit data.
-    a, b : int
-    directions : EgoDirections
-        Needed for the orthonormal basis (both classes must have a direction).
-    gradients : ClassGradients
-        For the conflict angle, and the axes of the ``"gradients"`` basis.
-    basis : {"orthonormal", "gradients"}, default="orthonormal"
-    grid : int, default=25
-        Points per axis (the paper's figures: 9 for the gradients basis).
-    alpha_max : float, optional
-        r = α_max · max(||d_a||, ||d_b||); default: the directions' α_max.
-    learning_rate : float, default=0.01
-        η of the gradients basis: s, t over [-10η, 10η].
-    total_samples : int, default=2000
-        Size of the stratified subsample for the total loss.
-
-    Returns
-    -------
-    InterferenceModel
+    A lattice takes every k-th grid point with k dividing ``(grid - 1) / 2``, so it keeps
+    both ends and θ* (the middle point); ``grid`` itself (k = 1) is the full grid.
     """
-    if basis not in BASES:
-        raise OptionError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
-    if grid < 3:
-        raise OptionError(f"the interference-model grid needs >= 3 points per axis, got {grid}")
-    if gradients is None:
-        raise OptionError("interference_model needs the class gradients")
-    k = model.n_classes
+    half = (grid - 1) // 2
+    return sorted({(grid - 1) // k + 1 for k in range(1, half + 1) if half % k == 0 and (grid - 1) % k == 0})
+
+
+def _refine_steps(stride: int) -> list[int]:
+    """Search steps from a lattice point down to one grid cell: ceil-halving ``stride``."""
+    steps, step = [], stride
+    while step > 1:
+        step = -(-step // 2)
+        steps.append(step)
+    return steps
+
+
+def refine_points(grid: int, lattice: int, one_dimensional: bool = False) -> int:
+    """Grid points evaluated near each class's minimum for a lattice of ``lattice`` points per axis.
+
+    One search step per halving of the lattice spacing (the up to 8 neighbours, or 2 in
+    1-D, at that distance from the best point so far), then as many again on the nearest
+    points not yet evaluated. 0 for a full grid.
+    """
+    if lattice >= grid:
+        return 0
+    neighbours = 2 if one_dimensional else 8
+    return neighbours * (len(_refine_steps((grid - 1) // (lattice - 1))) + 1)
+
+
+def plane_evaluations(grid: int, lattice: int, one_dimensional: bool = False) -> tuple[int, int]:
+    """``(lattice evaluations, refinement evaluations)`` of one pair; every grid point is evaluated at most once."""
+    cols = 1 if one_dimensional else None
+    lattice_points = lattice * (cols or lattice)
+    points = grid * (cols or grid)
+    refined = min(2 * refine_points(grid, lattice, one_dimensional), points - lattice_points)
+    return lattice_points, refined
+
+
+class _Plane:
+    """The grid's values as they are evaluated; NaN where not (yet) evaluated."""
+
+    NEIGHBOURS = [(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj]
+
+    def __init__(self, n: int, m: int, a: int, b: int, pi: np.ndarray) -> None:
+        self.a, self.b, self.pi = a, b, pi
+        self.values = {name: np.full((n, m), np.nan) for name in ("loss_a", "loss_b", "accuracy_a", "accuracy_b",
+                                                                   "total")}
+        self.evaluated = np.zeros((n, m), dtype=bool)
+
+    def store(self, points: Sequence[tuple[int, int]], stats: Sequence[StepStats], with_total: bool) -> None:
+        for (i, j), st in zip(points, stats):
+            loss, acc = st.loss, st.accuracy
+            self.values["loss_a"][i, j], self.values["loss_b"][i, j] = loss[self.a], loss[self.b]
+            self.values["accuracy_a"][i, j], self.values["accuracy_b"][i, j] = acc[self.a], acc[self.b]
+            if with_total:
+                present = st.count > 0
+                self.values["total"][i, j] = float(np.sum(self.pi[present] * loss[present]) / np.sum(self.pi[present]))
+            self.evaluated[i, j] = True
+
+    def best(self, name: str) -> tuple[int, int]:
+        """Grid index of the smallest evaluated value (ties: the first in row-major order)."""
+        i, j = np.unravel_index(int(np.nanargmin(self.values[name])), self.evaluated.shape)
+        return int(i), int(j)
+
+    def neighbours(self, centre: tuple[int, int], step: int) -> list[tuple[int, int]]:
+        n, m = self.evaluated.shape
+        out = []
+        for di, dj in self.NEIGHBOURS:
+            i, j = centre[0] + di * step, centre[1] + (dj * step if m > 1 else 0)
+            if 0 <= i < n and 0 <= j < m and not self.evaluated[i, j] and (i, j) not in out:
+                out.append((i, j))
+        return out
+
+    def nearest(self, centre: tuple[int, int]) -> list[tuple[int, int]]:
+        """The points not yet evaluated at the smallest Chebyshev distance from ``centre``, row-major."""
+        i, j = np.nonzero(~self.evaluated)
+        if not len(i):
+            return []
+        distance = np.maximum(np.abs(i - centre[0]), np.abs(j - centre[1]))
+        keep = distance == distance.min()
+        return [(int(p), int(q)) for p, q in zip(i[keep], j[keep])]
+
+
+def _refine(plane: _Plane, name: str, stride: int, quota: int,
+            evaluate: Callable[[list[tuple[int, int]]], None]) -> None:
+    """Spend ``quota`` evaluations (fewer only if the grid runs out) near the minimum of ``name``."""
+    spent = 0
+    for step in _refine_steps(stride):
+        points = plane.neighbours(plane.best(name), step)[: quota - spent]
+        evaluate(points)
+        spent += len(points)
+    while spent < quota:
+        points = plane.nearest(plane.best(name))[: quota - spent]
+        if not points:
+            return
+        evaluate(points)
+        spent += len(points)
+
+
+@dataclass(frozen=True)
+class _Axes:
+    directions: list[dict[str, np.ndarray]]
+    radius: float
+    s: np.ndarray
+    one_dimensional: bool
+    note: str
+    conflict_angle: float
+
+
+def _axes(a: int, b: int, directions: EgoDirections | None, gradients: ClassGradients, basis: str, grid: int,
+          alpha_max: float | None, learning_rate: float) -> _Axes:
+    """The plane's axes (as parameter arrays), its radius and the grid coordinates."""
     ga, gb = gradients.vector(a).astype(np.float64), gradients.vector(b).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos_g = float(ga @ gb / (np.linalg.norm(ga) * np.linalg.norm(gb)))
@@ -244,37 +348,111 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
         else:
             v = db - (u @ db) * u
             axis1 = v / np.linalg.norm(v)
-        s = np.linspace(-r, r, grid)
     else:
         axis0, axis1 = -ga, -gb  # θ* - s g_a - t g_b
         r = 10 * learning_rate
-        s = np.linspace(-r, r, grid)
-    t = np.zeros(1) if one_d else s.copy()
     names, shapes = gradients.names, gradients.shapes
-    directions_j = [unflatten(names, shapes, axis.astype(np.float32)) for axis in (axis0, axis1) if axis is not None]
+    dirs = [unflatten(names, shapes, axis.astype(np.float32)) for axis in (axis0, axis1) if axis is not None]
+    return _Axes(dirs, float(r), np.linspace(-r, r, grid), one_d, note, angle)
+
+
+def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: EgoDirections | None = None,
+                       gradients: ClassGradients | None = None, basis: str = "orthonormal",
+                       grid: int = 25, lattice: int | None = None, alpha_max: float | None = None,
+                       learning_rate: float = 0.01, total_samples: int = 2000, provider: str = "auto",
+                       batch_size: int = 256, strategy: str = "auto", evaluator: Evaluator | None = None,
+                       progress: bool | None = None) -> InterferenceModel:
+    """Evaluate the 2-D interference model of classes ``a`` and ``b``.
+
+    Parameters
+    ----------
+    model : Model
+    data : Dataset
+        Checked audit data.
+    a, b : int
+    directions : EgoDirections
+        Needed for the orthonormal basis (both classes must have a direction).
+    gradients : ClassGradients
+        For the conflict angle, and the axes of the ``"gradients"`` basis.
+    basis : {"orthonormal", "gradients"}, default="orthonormal"
+    grid : int, default=25
+        Points per axis (the paper's figures: 9 for the gradients basis).
+    lattice : int, optional
+        Evaluate only a lattice of this many points per axis over the whole plane (one of
+        :func:`lattice_sizes`), then refine near each class's minimum down to one grid
+        cell (:func:`refine_points` points per class, on D_a ∪ D_b only). Default: every
+        grid point.
+    alpha_max : float, optional
+        r = α_max · max(||d_a||, ||d_b||); default: the directions' α_max.
+    learning_rate : float, default=0.01
+        η of the gradients basis: s, t over [-10η, 10η].
+    total_samples : int, default=2000
+        Size of the stratified subsample for the total loss.
+    evaluator : Evaluator, optional
+        An evaluator over ``data`` whose sessions and measured strategy costs are reused
+        (one per audit instead of one per pair).
+
+    Returns
+    -------
+    InterferenceModel
+
+    Notes
+    -----
+    The minimum of each class is the smallest value among the points evaluated (ties: the
+    first in row-major order). With a lattice, the search from the lattice's minimum halves
+    its step down to one grid cell and then takes the nearest points not yet evaluated, so
+    the minimum is resolved to one grid cell in the basin the lattice found.
+    """
+    if basis not in BASES:
+        raise OptionError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
+    if grid < 3:
+        raise OptionError(f"the interference-model grid needs >= 3 points per axis, got {grid}")
+    if gradients is None:
+        raise OptionError("interference_model needs the class gradients")
+    lattice = grid if lattice is None else lattice
+    if lattice not in lattice_sizes(grid):
+        raise OptionError(f"a lattice of {lattice} points does not fit a grid of {grid}; choose one of "
+                          f"{', '.join(map(str, lattice_sizes(grid)))}")
+    ax = _axes(a, b, directions, gradients, basis, grid, alpha_max, learning_rate)
+    s, t = ax.s, (np.zeros(1) if ax.one_dimensional else ax.s.copy())
     y = np.asarray(data.y)
-    subset = _pair_subset(y, a, b, total_samples)
-    evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
-                          n_directions=len(directions_j), strategy=strategy)
-    evaluator.set_directions(directions_j)
-    pi = np.bincount(y, minlength=k) / len(y)
-    shape = (len(s), len(t))
-    loss_a, loss_b, acc_a, acc_b, total = (np.full(shape, np.nan) for _ in range(5))
-    with Progress(shape[0] * shape[1], f"interference model {a}-{b}", enabled=progress) as bar:
-        for i, si in enumerate(s):
-            row = [(float(si),) if one_d else (float(si), float(tj)) for tj in t]
-            for j, stats in enumerate(evaluate_points(evaluator, row)):
-                loss, acc = stats.loss, stats.accuracy
-                loss_a[i, j], loss_b[i, j] = loss[a], loss[b]
-                acc_a[i, j], acc_b[i, j] = acc[a], acc[b]
-                present = stats.count > 0
-                total[i, j] = float(np.sum(pi[present] * loss[present]) / np.sum(pi[present]))
-                bar.advance()
-    min_a = np.unravel_index(int(np.nanargmin(loss_a)), shape)
-    min_b = np.unravel_index(int(np.nanargmin(loss_b)), shape)
-    separation = float(np.hypot(s[min_a[0]] - s[min_b[0]], t[min_a[1]] - t[min_b[1]]) / r)
+    subset, pair = _pair_subset(y, a, b, total_samples), np.flatnonzero((y == a) | (y == b))
+    parent = evaluator if evaluator is not None else Evaluator(model, data, provider=provider,
+                                                               batch_size=batch_size, strategy=strategy)
+    plane = _Plane(len(s), len(t), a, b, np.bincount(y, minlength=model.n_classes) / len(y))
+    stride = (grid - 1) // (lattice - 1)
+    n_lattice, n_refined = plane_evaluations(grid, lattice, ax.one_dimensional)
+    on_pair: list[Evaluator] = []
+    with Progress(n_lattice + n_refined, f"interference model {a}-{b}", enabled=progress) as bar:
+        whole = parent.restricted(subset, n_directions=len(ax.directions))
+        whole.set_directions(ax.directions)
+        cols = list(range(0, len(t), stride))
+        for i in range(0, len(s), stride):
+            row = [(i, j) for j in cols]
+            plane.store(row, evaluate_points(whole, [_coords(s, t, p, ax.one_dimensional) for p in row]), True)
+            bar.advance(len(row))
+
+        def refine_at(points: list[tuple[int, int]]) -> None:
+            if not on_pair:  # after the lattice: its first evaluation measured the strategy costs
+                on_pair.append(parent.restricted(pair, n_directions=len(ax.directions)))
+                on_pair[0].set_directions(ax.directions)
+            plane.store(points, evaluate_points(on_pair[0], [_coords(s, t, p, ax.one_dimensional) for p in points]),
+                        False)
+            bar.advance(len(points))
+
+        quota = refine_points(grid, lattice, ax.one_dimensional)
+        if quota:
+            _refine(plane, "loss_a", stride, quota, refine_at)
+            _refine(plane, "loss_b", stride, quota, refine_at)
+    min_a, min_b = plane.best("loss_a"), plane.best("loss_b")
+    separation = float(np.hypot(s[min_a[0]] - s[min_b[0]], t[min_a[1]] - t[min_b[1]]) / ax.radius)
     return InterferenceModel(
-        a=a, b=b, basis=basis, s=s, t=t, loss_a=loss_a, loss_b=loss_b, accuracy_a=acc_a, accuracy_b=acc_b,
-        total=total, radius=float(r), conflict_angle=angle, minimum_a=(int(min_a[0]), int(min_a[1])),
-        minimum_b=(int(min_b[0]), int(min_b[1])), minimum_separation=separation, resolution=2.0 / (grid - 1),
-        one_dimensional=one_d, note=note, n_samples=len(subset))
+        a=a, b=b, basis=basis, s=s, t=t, **plane.values, radius=ax.radius, conflict_angle=ax.conflict_angle,
+        minimum_a=min_a, minimum_b=min_b, minimum_separation=separation, resolution=2.0 / (grid - 1),
+        one_dimensional=ax.one_dimensional, note=ax.note, n_samples=len(subset), lattice=lattice,
+        refined=quota, refine_samples=len(pair) if quota else 0,
+        evaluations=whole.n_evaluations + sum(e.n_evaluations for e in on_pair))
+
+
+def _coords(s: np.ndarray, t: np.ndarray, point: tuple[int, int], one_dimensional: bool) -> tuple[float, ...]:
+    return (float(s[point[0]]),) if one_dimensional else (float(s[point[0]]), float(t[point[1]]))

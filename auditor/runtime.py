@@ -531,13 +531,27 @@ class Evaluator:
         if run_inputs is not None and run_inputs >= break_even:
             run_inputs = self._timed_run(inputs_session, inputs_binding, limit, break_even)
         stopped = run_inputs is None
-        inputs_step = (break_even if run_inputs is None else run_inputs) * scale
-        self._sessions.costs = StrategyCosts(creation_s=create, inputs_per_sample_s=inputs_step / len(self.y),
-                                             rebuild_per_sample_s=run_rebuild / samples, inputs_stopped=stopped)
+        overhead = 0.0 if run_inputs is None else min(self._call_overhead(), run_inputs)
+        per_sample = ((break_even if run_inputs is None else run_inputs) - overhead) / samples
+        self._sessions.costs = StrategyCosts(creation_s=create, inputs_per_sample_s=per_sample,
+                                             rebuild_per_sample_s=run_rebuild / samples, inputs_stopped=stopped,
+                                             inputs_overhead_s=overhead)
+        inputs_step = self._sessions.costs.estimate("inputs", len(self.y))
         self.timings = {"estimated_step_inputs_s": inputs_step, "estimated_step_rebuild_s": rebuild_step,
                         "session_creation_s": create, "inputs_stopped": float(stopped),
                         "probe_s": time.perf_counter() - start}
         self.strategy = "rebuild" if stopped or inputs_step >= rebuild_step else "inputs"
+
+
+    def _call_overhead(self) -> float:
+        """Seconds of a one-sample evaluation with weights as inputs (best of 3 after a warm-up):
+        what an evaluation costs besides its samples."""
+        one = self.restricted(np.arange(1))
+        one.strategy = "inputs"
+        one.set_directions(self._directions or [{}] * self.n_directions)
+        coefs = [1e-3] * self.n_directions
+        one.evaluate(coefs)
+        return min(timed(lambda: one.evaluate(coefs))[1] for _ in range(3))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

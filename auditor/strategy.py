@@ -29,8 +29,9 @@ __all__ = ["StrategyCosts", "external_weights_shell"]
 class StrategyCosts:
     """What the strategy probe measured: the cost model of one evaluation on this model and device.
 
-    An evaluation of ``n`` samples costs about ``n * inputs_per_sample_s`` with the
-    ``"inputs"`` strategy and ``creation_s + n * rebuild_per_sample_s`` with ``"rebuild"``.
+    An evaluation of ``n`` samples costs about ``inputs_overhead_s + n * inputs_per_sample_s``
+    with the ``"inputs"`` strategy and ``creation_s + n * rebuild_per_sample_s`` with
+    ``"rebuild"``.
 
     Attributes
     ----------
@@ -41,17 +42,21 @@ class StrategyCosts:
         inputs figure is a lower bound when the probe stopped that run early (``inputs_stopped``).
     inputs_stopped : bool
         The probe stopped the ``"inputs"`` run once it was already slower than a rebuilt step.
+    inputs_overhead_s : float
+        A one-sample run with weights as inputs: binding, the call, copying the outputs
+        (0 when the inputs run was stopped).
     """
 
     creation_s: float
     inputs_per_sample_s: float
     rebuild_per_sample_s: float
     inputs_stopped: bool = False
+    inputs_overhead_s: float = 0.0
 
     def estimate(self, strategy: str, n_samples: int) -> float:
         """Seconds of one evaluation of ``n_samples`` samples with ``strategy``."""
         if strategy == "inputs":
-            return n_samples * self.inputs_per_sample_s
+            return self.inputs_overhead_s + n_samples * self.inputs_per_sample_s
         return self.creation_s + n_samples * self.rebuild_per_sample_s
 
     def faster(self, n_samples: int) -> str:
