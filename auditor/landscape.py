@@ -235,14 +235,14 @@ def _refine_steps(stride: int) -> list[int]:
 def refine_points(grid: int, lattice: int, one_dimensional: bool = False) -> int:
     """Grid points evaluated near each class's minimum for a lattice of ``lattice`` points per axis.
 
-    One search step per halving of the lattice spacing (the up to 8 neighbours, or 2 in
-    1-D, at that distance from the best point so far), then as many again on the nearest
-    points not yet evaluated. 0 for a full grid.
+    One search step per halving of the lattice spacing: the up to 8 neighbours (2 in 1-D)
+    at that distance from the best point so far; neighbours off the grid or already
+    evaluated are made up by the nearest points not yet evaluated. 0 for a full grid.
     """
     if lattice >= grid:
         return 0
     neighbours = 2 if one_dimensional else 8
-    return neighbours * (len(_refine_steps((grid - 1) // (lattice - 1))) + 1)
+    return neighbours * len(_refine_steps((grid - 1) // (lattice - 1)))
 
 
 def plane_evaluations(grid: int, lattice: int, one_dimensional: bool = False) -> tuple[int, int]:

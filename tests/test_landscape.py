@@ -89,10 +89,10 @@ def test_parallel_directions_give_a_one_dimensional_model(setup: dict) -> None:
 def test_lattice_sizes_keep_the_ends_and_theta_star() -> None:
     assert lattice_sizes(25) == [3, 5, 7, 9, 13, 25]
     assert lattice_sizes(9) == [3, 5, 9]
-    # steps of a 7-point lattice over 25 points: 4 -> 2 -> 1, then one more round of 8
-    assert refine_points(25, 7) == 8 * 3 and refine_points(25, 5) == 8 * 4 and refine_points(25, 25) == 0
-    assert refine_points(25, 7, one_dimensional=True) == 2 * 3
-    assert plane_evaluations(25, 7) == (49, 48) and plane_evaluations(5, 3) == (9, 16)  # 16: the rest of 25
+    # a 7-point lattice over 25 points is 4 cells apart: steps of 2 and 1; 5 points: 6 -> 3, 2, 1
+    assert refine_points(25, 7) == 8 * 2 and refine_points(25, 5) == 8 * 3 and refine_points(25, 25) == 0
+    assert refine_points(25, 7, one_dimensional=True) == 2 * 2
+    assert plane_evaluations(25, 7) == (49, 32) and plane_evaluations(5, 3) == (9, 16)  # 16: the rest of 25
 
 
 def test_lattice_and_refinement_evaluate_the_same_function(setup: dict) -> None:
