@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from .serialization import array_from_json, json_array
 
 __all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "lattice_sizes",
-           "refine_points", "plane_evaluations", "BASES"]
+           "refine_points", "plane_evaluations", "pair_subset", "parallel", "BASES"]
 
 BASES = ("orthonormal", "gradients")
 PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
@@ -315,6 +315,18 @@ def _refine(plane: _Plane, name: str, stride: int, quota: int,
         spent += len(points)
 
 
+def parallel(directions: EgoDirections, a: int, b: int) -> bool:
+    """d_b is (anti)parallel to d_a: the orthonormal basis has no second axis (a 1-D model)."""
+    da, db = directions.vector(a).astype(np.float64), directions.vector(b).astype(np.float64)
+    return bool(abs(float(da @ db / (np.linalg.norm(da) * np.linalg.norm(db)))) > 1 - PARALLEL)
+
+
+def pair_subset(y: np.ndarray, a: int, b: int, total_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a pair's lattice samples (D_a ∪ D_b and a stratified subsample of the rest, at
+    most ``total_samples`` unless one sample per other class is more) and of D_a ∪ D_b."""
+    return _pair_subset(y, a, b, total_samples), np.flatnonzero((y == a) | (y == b))
+
+
 @dataclass(frozen=True)
 class _Axes:
     directions: list[dict[str, np.ndarray]]
@@ -339,11 +351,10 @@ def _axes(a: int, b: int, directions: EgoDirections | None, gradients: ClassGrad
         da, db = directions.vector(a).astype(np.float64), directions.vector(b).astype(np.float64)
         na, nb = np.linalg.norm(da), np.linalg.norm(db)
         u = da / na
-        cos_d = float(u @ db / nb)
         amax = float(alpha_max if alpha_max is not None else directions.alpha_max[directions.classes.index(a)])
         r = amax * max(na, nb)
         axis0, axis1 = u, None
-        if abs(cos_d) > 1 - PARALLEL:
+        if parallel(directions, a, b):
             one_d, note = True, "d_b is (anti)parallel to d_a: no second axis, so the model is 1-D along u"
         else:
             v = db - (u @ db) * u
@@ -416,7 +427,7 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     ax = _axes(a, b, directions, gradients, basis, grid, alpha_max, learning_rate)
     s, t = ax.s, (np.zeros(1) if ax.one_dimensional else ax.s.copy())
     y = np.asarray(data.y)
-    subset, pair = _pair_subset(y, a, b, total_samples), np.flatnonzero((y == a) | (y == b))
+    subset, pair = pair_subset(y, a, b, total_samples)
     parent = evaluator if evaluator is not None else Evaluator(model, data, provider=provider,
                                                                batch_size=batch_size, strategy=strategy)
     plane = _Plane(len(s), len(t), a, b, np.bincount(y, minlength=model.n_classes) / len(y))

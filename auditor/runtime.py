@@ -294,6 +294,7 @@ class _Sessions:
         self.inputs: dict[int, ort.InferenceSession] = {}
         self.shell: bytes | None = None
         self.costs: StrategyCosts | None = None
+        self.evaluations = self.samples = 0  # of every evaluator sharing these sessions
 
     def inputs_session(self, n_directions: int) -> ort.InferenceSession:
         if n_directions not in self.inputs:
@@ -368,12 +369,18 @@ class Evaluator:
         self.timings: dict[str, float] = {}
         self.strategy = strategy
         self._probed = strategy == "auto"  # restricted() re-chooses by the measured costs
+        self._counted = True  # in the shared tally (not the probe's own runs)
         self.n_evaluations = 0  # calls of evaluate(); the strategy probe is not counted
         self.samples_evaluated = 0
 
     @property
     def costs(self) -> StrategyCosts | None:
         return self._sessions.costs
+
+    @property
+    def tally(self) -> tuple[int, int]:
+        """``(evaluations, samples)`` of this evaluator and every one made from it by :meth:`restricted`."""
+        return self._sessions.evaluations, self._sessions.samples
 
     def restricted(self, indices: np.ndarray, *, n_directions: int | None = None) -> Evaluator:
         """An evaluator over the samples at ``indices`` sharing this one's sessions.
@@ -464,6 +471,9 @@ class Evaluator:
         stats = self._run(session, binding, limit)
         self.n_evaluations += 1
         self.samples_evaluated += int(stats.count.sum())
+        if self._counted:
+            self._sessions.evaluations += 1
+            self._sessions.samples += int(stats.count.sum())
         return stats
 
     def _run(self, session: ort.InferenceSession, binding: ort.IOBinding, limit: int | None,
@@ -521,8 +531,7 @@ class Evaluator:
         (session, binding), create = timed(lambda: self._rebuilt(probe))
         _, run_rebuild = timed(lambda: self._run(session, binding, limit))
         scale = len(self.spans) / limit
-        rebuild_step = create + run_rebuild * scale
-        inputs_session, inputs_binding = self._inputs_binding()
+        (inputs_session, inputs_binding), inputs_creation = timed(self._inputs_binding)
         self._coefficients(inputs_binding, probe)
         break_even = create / scale + run_rebuild  # inputs wins below this, for `limit` batches
         if self.device == "cuda":  # the first run tunes kernels: an untimed warm-up
@@ -531,27 +540,36 @@ class Evaluator:
         if run_inputs is not None and run_inputs >= break_even:
             run_inputs = self._timed_run(inputs_session, inputs_binding, limit, break_even)
         stopped = run_inputs is None
-        overhead = 0.0 if run_inputs is None else min(self._call_overhead(), run_inputs)
+        overhead = 0.0 if run_inputs is None else min(self._one_sample("inputs"), run_inputs)
         per_sample = ((break_even if run_inputs is None else run_inputs) - overhead) / samples
-        self._sessions.costs = StrategyCosts(creation_s=create, inputs_per_sample_s=per_sample,
-                                             rebuild_per_sample_s=run_rebuild / samples, inputs_stopped=stopped,
-                                             inputs_overhead_s=overhead)
-        inputs_step = self._sessions.costs.estimate("inputs", len(self.y))
+        rebuilt_one = min(self._one_sample("rebuild"), create + run_rebuild)
+        costs = StrategyCosts(creation_s=create, inputs_per_sample_s=per_sample,
+                              rebuild_per_sample_s=(create + run_rebuild - rebuilt_one) / samples,
+                              inputs_stopped=stopped, inputs_overhead_s=overhead, inputs_creation_s=inputs_creation,
+                              rebuild_overhead_s=rebuilt_one)
+        self._sessions.costs = costs
+        inputs_step, rebuild_step = costs.estimate("inputs", len(self.y)), costs.estimate("rebuild", len(self.y))
         self.timings = {"estimated_step_inputs_s": inputs_step, "estimated_step_rebuild_s": rebuild_step,
                         "session_creation_s": create, "inputs_stopped": float(stopped),
                         "probe_s": time.perf_counter() - start}
         self.strategy = "rebuild" if stopped or inputs_step >= rebuild_step else "inputs"
 
 
-    def _call_overhead(self) -> float:
-        """Seconds of a one-sample evaluation with weights as inputs (best of 3 after a warm-up):
-        what an evaluation costs besides its samples."""
+    def _one_sample(self, strategy: str) -> float:
+        """Seconds of a one-sample evaluation: what an evaluation costs besides its samples.
+
+        With weights as inputs: the median of 5 after a warm-up (the median, not the best:
+        on a busy machine a call's typical cost is what many small evaluations add up to).
+        Rebuilt: one step, a session build and a first run, as every rebuilt step is.
+        """
         one = self.restricted(np.arange(1))
-        one.strategy = "inputs"
+        one.strategy, one._counted = strategy, False
         one.set_directions(self._directions or [{}] * self.n_directions)
         coefs = [1e-3] * self.n_directions
+        if strategy == "rebuild":
+            return timed(lambda: one.evaluate(coefs))[1]
         one.evaluate(coefs)
-        return min(timed(lambda: one.evaluate(coefs))[1] for _ in range(3))
+        return float(np.median([timed(lambda: one.evaluate(coefs))[1] for _ in range(5)]))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

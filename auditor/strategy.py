@@ -30,8 +30,9 @@ class StrategyCosts:
     """What the strategy probe measured: the cost model of one evaluation on this model and device.
 
     An evaluation of ``n`` samples costs about ``inputs_overhead_s + n * inputs_per_sample_s``
-    with the ``"inputs"`` strategy and ``creation_s + n * rebuild_per_sample_s`` with
-    ``"rebuild"``.
+    with the ``"inputs"`` strategy and ``rebuild_overhead_s + n * rebuild_per_sample_s`` with
+    ``"rebuild"``: a line through a one-sample evaluation and one of the first batches, so a
+    small evaluation pays what a step costs whatever its size (a session build, a first run).
 
     Attributes
     ----------
@@ -45,6 +46,10 @@ class StrategyCosts:
     inputs_overhead_s : float
         A one-sample run with weights as inputs: binding, the call, copying the outputs
         (0 when the inputs run was stopped).
+    inputs_creation_s : float
+        Building the weights-as-inputs session, once per number of directions.
+    rebuild_overhead_s : float
+        A rebuilt step of one sample (0: ``creation_s`` stands for it).
     """
 
     creation_s: float
@@ -52,12 +57,14 @@ class StrategyCosts:
     rebuild_per_sample_s: float
     inputs_stopped: bool = False
     inputs_overhead_s: float = 0.0
+    inputs_creation_s: float = 0.0
+    rebuild_overhead_s: float = 0.0
 
     def estimate(self, strategy: str, n_samples: int) -> float:
         """Seconds of one evaluation of ``n_samples`` samples with ``strategy``."""
         if strategy == "inputs":
             return self.inputs_overhead_s + n_samples * self.inputs_per_sample_s
-        return self.creation_s + n_samples * self.rebuild_per_sample_s
+        return (self.rebuild_overhead_s or self.creation_s) + n_samples * self.rebuild_per_sample_s
 
     def faster(self, n_samples: int) -> str:
         """The strategy with the smaller estimate for ``n_samples`` samples ("rebuild" on a tie)."""

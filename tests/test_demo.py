@@ -19,7 +19,12 @@ def test_demo_writes_a_complete_audit(tmp_path: Path) -> None:
     assert data["model"]["n_classes"] == 10 and data["class_names"][3] == "digit 3"
     assert data["data"]["n_samples"] == 899 and data["gradient_data"]["n_samples"] == 898
     assert len(data["cct"]["ego_classes"]) == 10 and len(data["cct"]["alphas"]) == 21
-    assert len(data["interference_models"]) >= 3
+    # the budget sizes the 2-D models: at least the smallest design, exactly what the design names
+    design = data["cost"]["design"]
+    assert design["chosen_by"] == "budget" and len(data["interference_models"]) == len(design["pairs"]) >= 1
+    assert [[m["a"], m["b"]] for m in data["interference_models"]] == design["pairs"]
+    assert data["cost"]["actual"]["cct"]["evaluations"] == 1 + 10 * 20
+    assert "plan: ≈" in result.output and "2-D models: " in result.output
     assert data["dance"] is not None and set(data["dance"]["agreement"]) >= {"interference", "confusion"}
     assert {c["name"] for c in data["gate"]["checks"]} >= {"worst_class_accuracy", "late_dance_rate"}
     assert all(c["status"] != "skipped" for c in data["gate"]["checks"])  # the log makes every check defined

@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from auditor.cct import CrossClassTestResult, cross_class_test
+from auditor.budget import (
+    GRADIENT_PASSES,
+    AuditCost,
+    Speed,
+    StageCost,
+    fmt_seconds,
+    plan_audit,
+)
+from auditor.cct import CrossClassTestResult, cross_class_test, plan_cct
 from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
 from auditor.data import Dataset, check_dataset
@@ -28,8 +36,9 @@ from auditor.graph import check_gradient_support
 from auditor.interference import InterferenceResult, interference, ranked_pairs
 from auditor.landscape import InterferenceModel, flatness, interference_model
 from auditor.model import Model
-from auditor.runtime import Evaluator, StepStats, resolve_provider
+from auditor.runtime import Evaluator, StepStats, resolve_provider, timed
 
+from .costing import PlaneCosts, with_actual
 from .options import LARGE_K_CANDIDATES, MANY_CLASSES, AuditOptions
 from .result import AuditResult, versions
 
@@ -77,15 +86,29 @@ class AuditRun:
     progress: bool | None = None
     log: Callable[[str], None] = _quiet
     timings: dict[str, float] = field(default_factory=dict)
+    speed: Speed | None = None
+    cost: AuditCost | None = None
+    actual: dict[str, StageCost] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time a stage into ``timings[f"{name}_s"]``."""
+        """Time a stage into ``timings[f"{name}_s"]`` and count its evaluations into ``actual``."""
         start = time.perf_counter()
+        evaluations, samples = self.evaluator.tally
         try:
             yield
         finally:
-            self.timings[f"{name}_s"] = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.timings[f"{name}_s"] = seconds
+            after = self.evaluator.tally
+            self.actual[name] = StageCost(after[0] - evaluations, after[1] - samples, 0.0, seconds)
+
+    def seconds_per_fpe(self) -> float:
+        """The measured speed: the CCT's mean pass once it ran, the unperturbed pass before."""
+        cct = self.actual.get("cct")
+        if cct is not None and cct.evaluations:
+            return cct.seconds / cct.evaluations
+        return self.speed.pass_s if self.speed is not None else float("nan")
 
 
 def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data: Dataset | None,
@@ -102,10 +125,17 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
     start = time.perf_counter()
     evaluator = Evaluator(model, data, provider=device, batch_size=options.batch_size, strategy=options.strategy)
     evaluator.set_directions([{}])
-    base = evaluator.evaluate([0.0])
+    base, first = timed(lambda: evaluator.evaluate([0.0]))
     run = AuditRun(model, data, grad_set, options, device, evaluator, base, _class_names(data, grad_set, model),
                    progress, log)
-    run.timings["forward_pass_s"] = time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    run.timings["forward_pass_s"] = seconds
+    probe_s = evaluator.timings.get("probe_s", 0.0)
+    pass_s = first - probe_s  # one pass is ~1 ms on a small model: take the probe's estimate if lower
+    if evaluator.costs is not None:
+        pass_s = min(pass_s, evaluator.costs.estimate(evaluator.strategy, len(data)))
+    run.speed = Speed(len(data), max(pass_s, 1e-9), evaluator.strategy, evaluator.costs)
+    run.actual["forward"] = StageCost(*evaluator.tally, 0.0, seconds)
     return run
 
 
@@ -165,7 +195,10 @@ def gradient_stage(run: AuditRun) -> _Gradients:
     options, k = run.options, run.model.n_classes
     n_candidates = options.candidates if options.candidates is not None else (
         LARGE_K_CANDIDATES if k > MANY_CLASSES else None)
-    run.log(f"class gradients on {len(run.gradient_data)} samples ({run.device})")
+    assert run.speed is not None
+    estimate = GRADIENT_PASSES * len(run.gradient_data) / len(run.data)
+    run.log(f"class gradients on {len(run.gradient_data)} samples ({run.device}): ≈ {estimate:.3g} FPE, "
+            f"≈ {fmt_seconds(estimate * run.speed.pass_s)}")
     with run.stage("gradients"):
         candidates: dict[str, Any] = {"rule": "every class with a direction", "classes": None}
         ego = options.classes
@@ -187,8 +220,13 @@ def gradient_stage(run: AuditRun) -> _Gradients:
 
 
 def cct_stage(run: AuditRun, g: _Gradients) -> CrossClassTestResult:
-    """The cross-class test over the audit data, on the run's evaluator."""
-    n_steps = len(run.options.alphas) - 1 if run.options.alphas else 20
+    """The cross-class test over the audit data, on the run's evaluator (the plan is logged first)."""
+    assert run.speed is not None
+    plan = plan_cct(g.directions, run.options.alphas, g.ego_classes)
+    run.cost = plan_audit(run.speed, budget=run.options.budget, probe_s=run.evaluator.timings.get("probe_s", 0.0),
+                          n_gradient_samples=len(run.gradient_data), n_cct_evaluations=plan.n_evaluations)
+    run.log(run.cost.describe())
+    n_steps = len(plan.alphas) - 1
     run.log(f"cross-class test: {len(g.ego_classes)} ego classes x {n_steps} steps on {len(run.data)} samples")
     with run.stage("cct"):
         return cross_class_test(run.model, run.data, g.directions, run.options.alphas, ego_classes=g.ego_classes,
@@ -213,27 +251,37 @@ def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) 
     with run.stage("interference"):
         inter = interference(g.gradients, g.directions, cct, evaluate)
         errors = error_share(run.base.confusion)
-        listed = max(run.options.pairs, TOP_PAIRS_LISTED)
+        listed = max(run.options.pairs or 0, TOP_PAIRS_LISTED)
         top_p = [(a, b, float(n)) for a, b, n in errors.pairs[:listed]]
         return _Interference(inter, errors, inter.top_pairs(listed), top_p)
 
 
 def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[InterferenceModel]:
-    """2-D interference models of the top pairs by pair score and by confusion."""
+    """2-D interference models: the pairs and grid the options give, the budget choosing the rest."""
     options, names = run.options, run.class_names
-    wanted: list[tuple[int, int]] = []
-    for a, b, _ in found.top_interference[:options.pairs] + found.top_confusion[:options.pairs]:
-        if (a, b) not in wanted and a in g.directions.classes and b in g.directions.classes:
-            wanted.append((a, b))
+    usable = set(g.directions.classes)
+    by_score = [(a, b) for a, b, _ in found.top_interference if a in usable and b in usable]
+    by_confusion = [(a, b) for a, b, _ in found.top_confusion if a in usable and b in usable]
+    step_s = run.seconds_per_fpe()
+    planes = PlaneCosts(run.evaluator.y, g.directions, options,
+                        Speed(len(run.data), step_s, run.evaluator.strategy, run.evaluator.costs))
+    spent = sum(run.actual[k].seconds for k in ("forward", "gradients", "interference")) / step_s
+    design = planes.design(by_score, by_confusion, options.budget * run.actual["cct"].evaluations - spent,
+                           spent=f" after the unperturbed pass, the probe, the gradients and the interference "
+                                 f"matrices with their α_s halvings ({spent:.3g} FPE)")
+    planned = planes.planned(design)
+    run.log(f"2-D models: {design.reason} (≈ {fmt_seconds(planned.seconds)})")
     models = []
     with run.stage("interference_models"):
-        for a, b in wanted:
+        for a, b in design.pairs:
             run.log(f"interference model {names[a]} / {names[b]}")
             models.append(interference_model(
                 run.model, run.data, a, b, directions=g.directions, gradients=g.gradients, basis=options.basis,
-                grid=options.grid, learning_rate=options.learning_rate, total_samples=options.total_samples,
-                provider=run.device, batch_size=options.batch_size, strategy=run.evaluator.strategy,
+                grid=design.grid, lattice=design.lattice, learning_rate=options.learning_rate,
+                total_samples=planes.lattice_samples((a, b), design.chosen_by == "budget"), evaluator=run.evaluator,
                 progress=run.progress))
+    if run.cost is not None:
+        run.cost = with_actual(run.cost, {}, run.cost.seconds_per_fpe, planned, design)
     return models
 
 
@@ -265,7 +313,8 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
         counts=counts, gradient_norm=gnorm, alpha_max=amax, skipped=skipped, cct=cct, interference=found.result,
         flatness=flatness(cct), errors=found.errors, top_pairs_interference=found.top_interference,
         top_pairs_confusion=found.top_confusion, models=models, candidates=g.candidates, provider=run.device,
-        timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        cost=None if run.cost is None else with_actual(run.cost, run.actual, run.seconds_per_fpe()))
 
 
 def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, *,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from auditor.budget import AuditCost
 from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, pair_confusion
 from auditor.dancing import DanceAnalysis
@@ -24,7 +25,7 @@ from .options import AuditOptions
 
 __all__ = ["AuditResult", "SCHEMA_VERSION", "versions"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +69,9 @@ class AuditResult:
     dance : DanceAnalysis or None
         A label-dancing analysis (see :mod:`auditor.dancing`) with its agreement with this
         audit's pairs, when a log or checkpoints were given.
+    cost : AuditCost or None
+        Planned and actual cost of every stage, the budget and the 2-D models' design
+        (see :mod:`auditor.budget`).
     """
 
     model: Mapping[str, Any]
@@ -94,6 +98,7 @@ class AuditResult:
     versions: Mapping[str, str]
     gate: GateResult | None = None
     dance: DanceAnalysis | None = None
+    cost: AuditCost | None = None
     schema_version: str = SCHEMA_VERSION
     created: str = ""
 
@@ -148,6 +153,7 @@ class AuditResult:
             "interference_models": [m.to_dict() for m in self.models],
             "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
             "dance": None if self.dance is None else self.dance.to_dict(),
+            "cost": None if self.cost is None else self.cost.to_dict(),
         })
 
     @classmethod
@@ -199,6 +205,7 @@ class AuditResult:
                 versions={str(k): str(v) for k, v in _mapping(d, "versions").items()},
                 gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
+                cost=None if d.get("cost") is None else AuditCost.from_dict(d["cost"]),
                 schema_version=version, created=str(d.get("created", "")))
             result.check_shapes()
             return result
