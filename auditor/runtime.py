@@ -258,11 +258,14 @@ class StepStats:
         Samples per true class.
     confusion : ndarray of shape (K, K), int64
         ``confusion[c, k]``: samples of class c predicted as k.
+    predictions : ndarray of shape (N,), int64, or None
+        Each sample's predicted class, when asked for (``evaluate(..., keep_predictions=True)``).
     """
 
     loss_sum: np.ndarray
     count: np.ndarray
     confusion: np.ndarray
+    predictions: np.ndarray | None = None
 
     @property
     def loss(self) -> np.ndarray:
@@ -377,8 +380,12 @@ class Evaluator:
         return self._bound
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None) -> StepStats:
-        """One pass over the data (or its first ``limit`` batches) at the given coefficients."""
+    def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None,
+                 keep_predictions: bool = False) -> StepStats:
+        """One pass over the data (or its first ``limit`` batches) at the given coefficients.
+
+        With ``keep_predictions`` the result also holds every sample's predicted class.
+        """
         coefs = list(coefs) if coefs is not None else [0.0] * self.n_directions
         if len(coefs) != self.n_directions:
             raise OptionError(f"expected {self.n_directions} coefficients, got {len(coefs)}")
@@ -392,16 +399,17 @@ class Evaluator:
         else:
             session = self._session_rebuild(coefs)
             fixed = {}
-        stats = self._run(session, fixed, limit)
+        stats = self._run(session, fixed, limit, keep_predictions)
         self.n_evaluations += 1
         self.samples_evaluated += int(stats.count.sum())
         return stats
 
     def _run(self, session: ort.InferenceSession, fixed: Mapping[str, ort.OrtValue],
-             limit: int | None) -> StepStats:
+             limit: int | None, keep_predictions: bool = False) -> StepStats:
         k = self.n_classes
         loss_sum = np.zeros(k, dtype=np.float64)
         confusion = np.zeros(k * k, dtype=np.int64)
+        kept: list[np.ndarray] = []
         binding = session.io_binding()
         for name, value in fixed.items():
             binding.bind_ortvalue_input(name, value)
@@ -417,8 +425,11 @@ class Evaluator:
             y = self.y[s:e]
             loss_sum += np.bincount(y, weights=loss[:n].astype(np.float64), minlength=k)
             confusion += np.bincount(y * k + pred[:n], minlength=k * k)
+            if keep_predictions:
+                kept.append(pred[:n].astype(np.int64))
         confusion = confusion.reshape(k, k)
-        return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion)
+        return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion,
+                         predictions=np.concatenate(kept) if keep_predictions else None)
 
     def _choose_strategy(self) -> None:
         """Estimate one full step of each strategy from the first batches; keep the faster.

@@ -22,6 +22,7 @@ from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
 from auditor.data import Dataset, check_dataset
 from auditor.errors import OptionError
+from auditor.examples import PairExamples, confused_examples
 from auditor.gate import DEFAULT_CHECKS, Check, evaluate_gate
 from auditor.gradients import ClassGradients, EgoDirections, class_gradients, ego_directions, gradient_sketches
 from auditor.graph import check_gradient_support
@@ -41,6 +42,8 @@ SKETCH_DIM = 2048
 TOP_PAIRS_LISTED = 10
 #: The gradient pass runs at most this many samples per batch.
 MAX_GRADIENT_BATCH = 128
+#: Confused pairs whose samples are kept for the report (thumbnails or texts).
+EXAMPLE_PAIRS = 5
 
 
 def _quiet(message: str) -> None:
@@ -102,7 +105,7 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
     start = time.perf_counter()
     evaluator = Evaluator(model, data, provider=device, batch_size=options.batch_size, strategy=options.strategy)
     evaluator.set_directions([{}])
-    base = evaluator.evaluate([0.0])
+    base = evaluator.evaluate([0.0], keep_predictions=True)
     run = AuditRun(model, data, grad_set, options, device, evaluator, base, _class_names(data, grad_set, model),
                    progress, log)
     run.timings["forward_pass_s"] = time.perf_counter() - start
@@ -265,7 +268,17 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
         counts=counts, gradient_norm=gnorm, alpha_max=amax, skipped=skipped, cct=cct, interference=found.result,
         flatness=flatness(cct), errors=found.errors, top_pairs_interference=found.top_interference,
         top_pairs_confusion=found.top_confusion, models=models, candidates=g.candidates, provider=run.device,
-        timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        examples=_examples(run, found))
+
+
+def _examples(run: AuditRun, found: _Interference) -> tuple[PairExamples, ...]:
+    """A few misclassified samples of the most confused pairs (thumbnails or texts)."""
+    predictions = run.base.predictions
+    if predictions is None:
+        return ()
+    pairs = [(a, b) for a, b, _ in found.top_confusion[:EXAMPLE_PAIRS]]
+    return confused_examples(run.data, run.model, predictions, pairs)
 
 
 def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, *,

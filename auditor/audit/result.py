@@ -16,6 +16,7 @@ from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, pair_confusion
 from auditor.dancing import DanceAnalysis
 from auditor.errors import OptionError, ResultsError
+from auditor.examples import PairExamples
 from auditor.gate import GateResult
 from auditor.interference import InterferenceResult
 from auditor.landscape import Flatness, InterferenceModel
@@ -68,6 +69,8 @@ class AuditResult:
     dance : DanceAnalysis or None
         A label-dancing analysis (see :mod:`auditor.dancing`) with its agreement with this
         audit's pairs, when a log or checkpoints were given.
+    examples : tuple of PairExamples
+        A few misclassified samples of the most confused pairs (thumbnails or texts).
     """
 
     model: Mapping[str, Any]
@@ -96,6 +99,7 @@ class AuditResult:
     dance: DanceAnalysis | None = None
     schema_version: str = SCHEMA_VERSION
     created: str = ""
+    examples: tuple[PairExamples, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -148,6 +152,7 @@ class AuditResult:
             "interference_models": [m.to_dict() for m in self.models],
             "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
             "dance": None if self.dance is None else self.dance.to_dict(),
+            "examples": [e.to_dict() for e in self.examples],
         })
 
     @classmethod
@@ -199,7 +204,8 @@ class AuditResult:
                 versions={str(k): str(v) for k, v in _mapping(d, "versions").items()},
                 gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
-                schema_version=version, created=str(d.get("created", "")))
+                schema_version=version, created=str(d.get("created", "")),
+                examples=tuple(PairExamples.from_dict(e) for e in d.get("examples", ())))
             result.check_shapes()
             return result
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
@@ -219,6 +225,8 @@ class AuditResult:
             _expect(getattr(self.cct, name), (n_ego, k, n_alpha), f"cct.{name}")
         classes = [c for p in self.top_pairs_interference + self.top_pairs_confusion for c in p[:2]]
         classes += [c for m in self.models for c in (m.a, m.b)] + list(self.cct.ego_classes)
+        classes += [c for e in self.examples for c in (e.a, e.b)]
+        classes += [c for e in self.examples for s in e.samples for c in (s.true, s.predicted)]
         if any(not 0 <= c < k for c in classes):
             raise ValueError(f"a class id outside 0..{k - 1}")
 

@@ -68,6 +68,16 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def thumbnail_uri(image: np.ndarray) -> str:
+    """An HxWxC uint8 thumbnail (C = 1 or 3) as a PNG data URI."""
+    from PIL import Image
+
+    pixels = image[..., 0] if image.shape[-1] == 1 else image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), mode="L" if pixels.ndim == 2 else "RGB").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _cmap(name: str) -> mcolors.Colormap:
     return matplotlib.colormaps[name].with_extremes(bad="white")
 

@@ -22,8 +22,8 @@ __all__ = ["render_report", "render_dance_report", "render_template", "build_con
            "TemplateNotFoundError", "SECTIONS"]
 
 #: Section ids, in page order.
-SECTIONS = ("summary", "per-class", "errors", "interference", "cct", "interference-models", "label-dancing",
-            "method")
+SECTIONS = ("summary", "per-class", "errors", "examples", "interference", "cct", "interference-models",
+            "label-dancing", "method")
 
 
 class TemplateNotFoundError(AuditorError, FileNotFoundError):
@@ -72,7 +72,8 @@ def build_context(result: AuditResult, title: str | None = None) -> dict[str, An
         "title": title or f"Class interference audit: {model_file}",
         "sections": SECTIONS, "names": names, "k": result.n_classes, "large": result.n_classes > sections.LARGE_K,
         "summary": sections.summary(result, names), "per_class": sections.per_class(result, names),
-        "errors": sections.errors(result, names), "interference": sections.interference(result, names),
+        "errors": sections.errors(result, names), "examples": sections.examples(result, names),
+        "interference": sections.interference(result, names),
         "cct": sections.cct(result, names), "models": sections.models(result, names),
         "dance": None if result.dance is None else dance_context(result.dance, names),
         "method": sections.method(result), "created": result.created,

@@ -19,8 +19,8 @@ from auditor.report import figures
 from auditor.report.format import class_name as _name
 from auditor.report.format import fmt_num, fmt_seconds
 
-__all__ = ["summary", "per_class", "errors", "interference", "cct", "models", "method", "LARGE_K", "FOCUS_CLASSES",
-           "MAX_CCT_PANELS"]
+__all__ = ["summary", "per_class", "errors", "examples", "interference", "cct", "models", "method", "LARGE_K",
+           "FOCUS_CLASSES", "MAX_CCT_PANELS"]
 
 #: Above this many classes, heatmaps show only the classes of the top pairs.
 LARGE_K = 30
@@ -158,6 +158,22 @@ def errors(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
     return {"confusion_uri": uri, "confusion_note": note, "pareto_uri": pareto, "shares": shares,
             "n_errors": es.n_errors, "n_pairs_total": n_pairs_total, "n_confused_pairs": len(es.pairs),
             "n_samples": int(conf.sum())}
+
+
+def examples(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
+    """The confused pairs' samples: thumbnails (image data), texts (text data) or indices."""
+    from auditor.examples import THUMBNAIL_SIDE
+
+    conf = result.errors.confusion
+    samples = [s for p in result.examples for s in p.samples]
+    kind = "image" if any(s.image is not None for s in samples) else "text" if any(
+        s.text is not None for s in samples) else "none"
+    pairs = [{"a": _name(names, p.a), "b": _name(names, p.b), "confusion": int(conf[p.a, p.b] + conf[p.b, p.a]),
+              "samples": [{"index": s.index, "true": _name(names, s.true), "predicted": _name(names, s.predicted),
+                           "text": s.text, "uri": None if s.image is None else figures.thumbnail_uri(s.image)}
+                          for s in p.samples]}
+             for p in result.examples]
+    return {"pairs": pairs, "kind": kind, "side": THUMBNAIL_SIDE}
 
 
 def interference(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
