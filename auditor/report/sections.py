@@ -173,7 +173,7 @@ def examples(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
                            "text": s.text, "uri": None if s.image is None else figures.thumbnail_uri(s.image)}
                           for s in p.samples]}
              for p in result.examples]
-    return {"pairs": pairs, "kind": kind, "side": THUMBNAIL_SIDE}
+    return {"pairs": pairs, "kind": kind, "side": THUMBNAIL_SIDE, "n_errors": result.errors.n_errors}
 
 
 def interference(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
