@@ -49,6 +49,13 @@ def reference(y: np.ndarray, zb: np.ndarray, zc: np.ndarray, k: int, alpha: floa
     for cls in range(k):
         idx = np.flatnonzero(y == cls)
         out["count"].append(len(idx))
+        if not len(idx):  # a class without samples: undefined, and not one of the tests Holm corrects
+            for key in ("acc_b", "acc_c", "loss_b", "loss_c", "p"):
+                out[key].append(math.nan)
+            out["b"].append(0)
+            out["c"].append(0)
+            out["interval"].append((math.nan, math.nan))
+            continue
         rb, rc = pb[idx] == cls, pc[idx] == cls
         b, c = int(np.sum(rb & ~rc)), int(np.sum(~rb & rc))
         out["acc_b"].append(rb.mean())
@@ -85,11 +92,14 @@ def reference(y: np.ndarray, zb: np.ndarray, zc: np.ndarray, k: int, alpha: floa
     sb, sc = softmax(zb), softmax(zc)
     kl = np.array([sum(p * (math.log(p) - math.log(q)) for p, q in zip(rb, rc)) for rb, rc in zip(sb, sc)])
     diff = np.abs(zc - zb)
+    present = [cls for cls in range(k) if np.any(y == cls)]
+
+    def per_class(values: Any) -> np.ndarray:
+        return np.array([values(y == cls) if cls in present else math.nan for cls in range(k)])
+
     out["agreement"] = {
-        "top1": np.array([np.mean(pb[y == cls] == pc[y == cls]) for cls in range(k)]),
-        "mean_abs": np.array([diff[y == cls].mean() for cls in range(k)]),
-        "max_abs": np.array([diff[y == cls].max() for cls in range(k)]),
-        "kl": np.array([kl[y == cls].mean() for cls in range(k)]),
+        "top1": per_class(lambda m: np.mean(pb[m] == pc[m])), "mean_abs": per_class(lambda m: diff[m].mean()),
+        "max_abs": per_class(lambda m: diff[m].max()), "kl": per_class(lambda m: kl[m].mean()),
         "overall": (np.mean(pb == pc), diff.mean(), diff.max(), kl.mean())}
     rb, rc = pb == y, pc == y
     b, c = int(np.sum(rb & ~rc)), int(np.sum(~rb & rc))
@@ -295,7 +305,7 @@ def test_the_demo_candidate_regresses_digit_3_while_overall_accuracy_rises() -> 
     assert probs == sorted(probs, reverse=True)
 
 
-def test_interference_runs_the_audits_of_both_models() -> None:
+def test_interference_runs_the_audits_of_both_models(tmp_path: Path) -> None:
     data = auditor.load_data(demo_paths().data).stratified(15)
     result = compare(demo_paths().model, demo_paths().candidate, data, CompareOptions(interference=True), gate=None)
     change = result.interference
@@ -311,6 +321,11 @@ def test_interference_runs_the_audits_of_both_models() -> None:
     assert [(round(d, 12), i, j) for i, j, _, _, d in change.rose()] == [(round(d, 12), i, j) for d, i, j in want]
     assert change.max_increase == pytest.approx(np.nanmax(delta[a, b]))
     check_json(result)
+    from auditor.report import render_compare_report
+
+    html = render_compare_report(result, tmp_path / "r.html").read_text()
+    top = change.rose(1)[0]
+    assert "Pair score change" in html and f"{result.class_names[top[0]]} / {result.class_names[top[1]]}" in html
 
 
 def test_thumbnails_by_layout() -> None:
@@ -366,3 +381,21 @@ def test_class_names_in_model_metadata_must_agree(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="name class 0 differently .baseline 'digit 0', candidate 'zero'"):
         match_models(a, b)
     match_models(a, auditor.load_model(demo_paths().candidate))  # names on one side only: nothing to compare
+
+
+def test_a_class_without_samples_is_undefined_not_tested(tmp_path: Path) -> None:
+    data = auditor.load_data(demo_paths().data)
+    data = data.subset(data.y != 3)
+    result = compare(demo_paths().model, demo_paths().candidate, data)
+    cl = result.classes
+    assert cl.count[3] == 0 and math.isnan(cl.p_value[3]) and math.isnan(cl.accuracy_change[3])
+    assert math.isnan(cl.interval_low[3]) and not cl.regressed[3] and math.isnan(result.agreement.top1[3])
+    x, y, _ = demo_data()
+    keep = y != 3
+    check_against(result, reference(y[keep], session_logits(demo_paths().model, x[keep]),
+                                    session_logits(demo_paths().candidate, x[keep]), 10))
+    d = result.to_dict()
+    assert d["per_class"]["p_value"][3] is None and d["per_class"]["count"][3] == 0
+    from auditor.report import render_compare_report
+
+    assert "no samples" in render_compare_report(result, tmp_path / "r.html").read_text()

@@ -11,6 +11,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+import auditor
 from auditor.cli import app
 from auditor.comparison import CompareResult, compare
 from auditor.demo import demo_paths
@@ -156,3 +157,66 @@ def test_report_renders_without_flips_or_interference(tmp_path: Path) -> None:
     html = render_compare_report(result, tmp_path / "same.html").read_text()
     assert "No sample flipped from right to wrong." in html and "no pair gained errors" in html
     assert "Not computed." in html and "No gate configured." in html
+
+
+def _renamed_text_model(path: Path, weights: dict[str, np.ndarray]) -> Path:
+    """The text model of tests/text_model.py with its inputs named as another exporter names them."""
+    from tests import text_model as tm
+
+    model = onnx.load(tm.save_model(path, weights))
+    names = dict(zip(tm.NAMES, ("ids", "mask", "segment_ids")))
+    for value in model.graph.input:
+        value.name = names.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [names.get(i, i) for i in node.input]
+    onnx.save(model, path)
+    return path
+
+
+def test_compare_text_models_from_csv(tmp_path: Path) -> None:
+    from tests import text_model as tm
+    from tests.test_compare import check_against, reference
+    from tests.test_text import ROWS, _csv
+
+    rows = ROWS * 3
+    data, tok = _csv(tmp_path / "reviews.csv", rows), tm.save_tokenizer(tmp_path / "tokenizer.json")
+    base = tm.save_model(tmp_path / "base.onnx", tm.weights(seed=0))
+    cand = _renamed_text_model(tmp_path / "cand.onnx", tm.weights(seed=1))
+    out = tmp_path / "cmp"
+    result = _invoke("compare", base, cand, "--data", data, "--text-column", "text", "--tokenizer", tok, "--out",
+                     out, "--gate", "agreement=0:0")
+    assert result.exit_code == 0, result.output
+    assert "input 'input_ids' is 'ids' in the candidate" in result.output
+    loaded = CompareResult.load(out / "results.json")
+    assert loaded.class_names == ["neg", "neu", "pos"]
+    checked = auditor.load_data(data, text_column="text", tokenizer=tok)
+    ids, mask, types = (checked.features[n] for n in tm.NAMES)
+    ref = reference(checked.y, tm.logits(tm.weights(seed=0), ids, mask, types),
+                    tm.logits(tm.weights(seed=1), ids, mask, types), 3)
+    check_against(loaded, ref)
+    texts = [t for t, _ in rows]
+    examples = [e for g in loaded.flips for e in g.examples]
+    assert examples and all(e.text == texts[e.index] and e.thumbnail is None for e in examples)
+    html = (out / "report.html").read_text()
+    assert examples[0].text in html
+
+
+def test_large_k_report_focuses_on_the_changed_classes(tmp_path: Path) -> None:
+    from tests.conftest import random_mlp_weights
+
+    k = 40
+    weights = random_mlp_weights(6, 12, k, seed=2)
+    base = make_mlp(tmp_path / "a.onnx", weights)
+    moved = [(w.copy(), b.copy()) for w, b in weights]
+    moved[1][1][7] -= 4.0  # class 7 loses its samples to its neighbours
+    cand = make_mlp(tmp_path / "b.onnx", moved)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4000, 6)).astype(np.float32)
+    from tests import numpy_mlp
+
+    y = numpy_mlp.logits(weights, x).argmax(1)  # the baseline is right everywhere
+    result = compare(base, cand, auditor.Dataset(x, y), gate=None)
+    assert result.regressed_classes() == [7]
+    html = render_compare_report(result, tmp_path / "large.html").read_text()
+    assert "Showing" in html and "of 40 classes" in html
+    assert html.count('<tr class="hl">') == 1  # the regressed class, once, in the per-class table
