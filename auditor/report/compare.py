@@ -16,6 +16,7 @@ import numpy as np
 
 from auditor.comparison import CompareResult
 from auditor.report import compare_figures as cf
+from auditor.report import figures
 from auditor.report.format import class_name as _name
 from auditor.report.format import fmt_num, fmt_seconds
 from auditor.report.render import render_template
@@ -106,6 +107,10 @@ def _pairs(result: CompareResult, names: Sequence[str]) -> dict[str, Any]:
     uri = cf.change_heatmap(delta[np.ix_(focus, focus)], [_name(names, c) for c in focus],
                             title="confusion change C_candidate − C_baseline",
                             colorbar="samples (red: more in the candidate)")
+    labels = [_name(names, c) for c in focus]
+    block = np.ix_(focus, focus)
+    both = [figures.confusion_heatmap(m[block], labels, row_totals=m[focus].sum(axis=1), title=f"confusion, {role}")
+            for role, m in (("baseline", result.confusion_baseline), ("candidate", result.confusion_candidate))]
     note = (f"Showing {len(focus)} of {k} classes: those of the pairs that gained most errors and the regressed "
             "classes." if len(focus) < k else "")
     gained = [{"a": _name(names, a), "b": _name(names, b), "before": pb, "after": pc, "change": d}
@@ -120,7 +125,7 @@ def _pairs(result: CompareResult, names: Sequence[str]) -> dict[str, Any]:
     errors_b = int(result.confusion_baseline.sum() - np.trace(result.confusion_baseline))
     errors_c = int(result.confusion_candidate.sum() - np.trace(result.confusion_candidate))
     return {"uri": uri, "note": note, "gained": gained, "directed": directed, "errors_b": errors_b,
-            "errors_c": errors_c}
+            "errors_c": errors_c, "baseline_uri": both[0], "candidate_uri": both[1]}
 
 
 def _flips(result: CompareResult, names: Sequence[str]) -> dict[str, Any]:
