@@ -230,6 +230,16 @@ def test_fp32_against_int8_qdq() -> None:
     assert "QuantizeLinear" in result.candidate["op_types"]
 
 
+def test_fp32_against_fp16_weights_with_float32_inputs() -> None:
+    x, y, _ = demo_data()
+    fp16 = FIXTURES / "digits_fp16_io32.onnx"
+    result = compare(demo_paths().model, fp16, demo_paths().data)
+    ref = reference(y, session_logits(demo_paths().model, x), session_logits(fp16, x), 10)
+    check_against(result, ref, loss_rtol=1e-4)
+    assert result.inputs.differences == () and "Cast" in result.candidate["op_types"]
+    assert result.agreement.overall_top1 > 0.99 and result.regressed_classes() == []
+
+
 @pytest.mark.xfail(strict=True, raises=ModelError,
                    reason="float16 graphs (inputs and logits float16) run once auditor/twin.py (the float twins) "
                           "lands; remove this mark then")
