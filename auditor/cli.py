@@ -1,4 +1,4 @@
-"""Command line: ``auditor inspect | audit | report | demo | dance``.
+"""Command line: ``auditor inspect | audit | compare | report | demo | dance``.
 
 Only wiring: every computation lives in the library. Exit codes: 0 success, 1 a gate
 check failed, 2 bad input or options (one line on stderr, no traceback unless
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .audit import AuditOptions, AuditResult
-    from .gate import Check, GateResult
+    from .comparison import CompareOptions, CompareResult
+    from .gate import Check, GateResult, Quantity
 
 app = typer.Typer(
     name="auditor",
@@ -186,12 +187,16 @@ def inspect(
 # ----------------------------------------------------------------------------- audit
 
 
-def _gate_checks(gate: list[str] | None, gate_config: Path | None) -> list[Any]:
-    from .gate import DEFAULT_CHECKS, load_gate_config, parse_check
+def _gate_checks(gate: list[str] | None, gate_config: Path | None, *,
+                 quantities: dict[str, Quantity[Any]] | None = None, defaults: tuple[Check, ...] | None = None
+                 ) -> list[Any]:
+    """The checks given on the command line and in a TOML file, else the defaults (an audit's unless given)."""
+    from .gate import AUDIT_QUANTITIES, DEFAULT_CHECKS, load_gate_config, parse_check
 
-    checks = list(load_gate_config(gate_config)) if gate_config else []
-    checks += [parse_check(g) for g in gate or []]
-    return checks or list(DEFAULT_CHECKS)
+    table = AUDIT_QUANTITIES if quantities is None else quantities
+    checks = list(load_gate_config(gate_config, table)) if gate_config else []
+    checks += [parse_check(g, table) for g in gate or []]
+    return checks or list(DEFAULT_CHECKS if defaults is None else defaults)
 
 
 def _print_summary(result: AuditResult) -> None:
@@ -323,22 +328,108 @@ def audit(
         raise typer.Exit(code=1)
 
 
+# ----------------------------------------------------------------------------- compare
+
+
+def _compare(baseline: Path, candidate: Path, data: Path, out: Path, *, options: CompareOptions,
+             checks: list[Check], report: bool, data_kwargs: dict[str, Any], quiet: bool) -> CompareResult:
+    from .cli_compare import print_comparison
+    from .comparison import compare
+    from .save import save_compare
+
+    say = (lambda m: None) if quiet else _echo
+    result = compare(baseline, candidate, data, options, gate=checks, data_kwargs=data_kwargs, log=say,
+                     progress=None if not quiet else False)
+    if result.inputs.line:
+        say(f"inputs: {result.inputs.line}")
+    for path in save_compare(result, out, report=report):
+        say(f"wrote {path}")
+    print_comparison(result, _console())
+    _print_gate(result.gate)
+    return result
+
+
+@app.command()
+@_guarded
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="The .onnx model in production (the reference).")],
+    candidate: Annotated[Path, typer.Argument(help="The .onnx model that would replace it.")],
+    data: Annotated[Path, typer.Option("--data", help=".npz (x, y), an image folder, a .csv, or text.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for results.json and report.html.")] = Path(
+        "auditor-compare"),
+    alpha: Annotated[float, typer.Option(help="Level of the per-class McNemar tests (Holm-corrected).")] = 0.05,
+    confidence: Annotated[float, typer.Option(help="Level of the intervals of the accuracy changes.")] = 0.95,
+    examples: Annotated[int, typer.Option(help="Flipped samples shown per (true, new prediction) group.")] = 4,
+    interference: Annotated[bool, typer.Option(
+        "--interference", help="Also audit both models and compare their pair scores (two cross-class tests).")
+    ] = False,
+    normalization: Annotated[str, typer.Option(help="--interference: filter, layer, global or none.")] = "filter",
+    max_per_class: Annotated[int | None, typer.Option(help="Cap the data per class (stratified).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per runtime call.")] = 256,
+    device: DeviceOption = "auto",
+    gate: Annotated[list[str] | None, typer.Option(
+        "--gate", help="A gate check NAME=WARN:FAIL, e.g. regressed_classes=0:1 (repeatable).")] = None,
+    gate_config: Annotated[Path | None, typer.Option(help="TOML file of [gate.NAME] warn/fail bounds.")] = None,
+    label_column: LabelColumnOption = "label",
+    image_size: ImageSizeOption = None,
+    layout: LayoutOption = "NCHW",
+    mean: MeanOption = None,
+    std: StdOption = None,
+    grayscale: GrayscaleOption = False,
+    text_column: TextColumnOption = None,
+    tokenizer: TokenizerOption = None,
+    max_length: MaxLengthOption = 128,
+    padding: PaddingOption = "longest",
+    report: Annotated[bool, typer.Option(help="Write report.html too.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Compare CANDIDATE with BASELINE on DATA: which classes regressed, which pairs got worse; exit 1 if a gate
+    check fails."""
+    from .comparison import CompareOptions
+    from .gate import COMPARE_QUANTITIES, DEFAULT_COMPARE_CHECKS
+
+    options = CompareOptions(alpha=alpha, confidence=confidence, examples=examples, batch_size=batch_size,
+                             provider=device, max_per_class=max_per_class, interference=interference,
+                             normalization=normalization)
+    checks = _gate_checks(gate, gate_config, quantities=COMPARE_QUANTITIES, defaults=DEFAULT_COMPARE_CHECKS)
+    result = _compare(baseline, candidate, data, out, options=options, checks=checks, report=report, quiet=quiet,
+                      data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
+                                               mean=mean, std=std, grayscale=grayscale, text_column=text_column,
+                                               tokenizer=tokenizer, max_length=max_length, padding=padding))
+    if result.gate is not None and result.gate.failed:
+        raise typer.Exit(code=1)
+
+
 # ----------------------------------------------------------------------------- report
 
 
 @app.command()
 @_guarded
 def report(
-    results: Annotated[Path, typer.Argument(help="A results.json written by `auditor audit`.")],
+    results: Annotated[Path, typer.Argument(help="A results.json written by `auditor audit` or `auditor compare`.")],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     debug: DebugOption = False,
 ) -> None:
     """Render report.html again from RESULTS (no model or data needed)."""
     from .audit import AuditResult
-    from .report import render_report
+    from .comparison import KIND, CompareResult
+    from .report import render_compare_report, render_report
 
-    render_report(AuditResult.load(results), out)
+    if _results_kind(results) == KIND:
+        render_compare_report(CompareResult.load(results), out)
+    else:
+        render_report(AuditResult.load(results), out)
     typer.echo(f"wrote {out}")
+
+
+def _results_kind(path: Path) -> str | None:
+    """The ``kind`` of a results.json ("compare" for a comparison; an audit's has none); None if unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # the loader says what is wrong
+    return data.get("kind") if isinstance(data, dict) else None
 
 
 # ----------------------------------------------------------------------------- demo
@@ -347,16 +438,32 @@ def report(
 @app.command()
 @_guarded
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the demo report.")] = Path("auditor-demo"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write the demo report (default ./auditor-demo, or ./auditor-demo-compare).")] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Compare the demo model with a retrained candidate instead of auditing it.")] = False,
     device: DeviceOption = "auto",
     debug: DebugOption = False,
 ) -> None:
-    """Audit the bundled digits model and write its report into ./auditor-demo/ (no network, < 1 min on CPU)."""
+    """Audit the bundled digits model and write its report into ./auditor-demo/ (no network, < 1 min on CPU).
+
+    With --compare: compare it with the bundled candidate (the same MLP retrained after a data bug starved digit 3)
+    and write the comparison into ./auditor-demo-compare/.
+    """
     from .audit import AuditOptions
     from .demo import demo_paths
-    from .gate import DEFAULT_CHECKS
+    from .gate import DEFAULT_CHECKS, DEFAULT_COMPARE_CHECKS
 
     paths = demo_paths()
+    if compare:
+        from .comparison import CompareOptions
+
+        out = out or Path("auditor-demo-compare")
+        _compare(paths.model, paths.candidate, paths.data, out, options=CompareOptions(provider=device),
+                 checks=list(DEFAULT_COMPARE_CHECKS), report=True, data_kwargs=_data_kwargs(), quiet=False)
+        typer.echo(f"\nreport: {(out / 'report.html').resolve()}")
+        return
+    out = out or Path("auditor-demo")
     options = AuditOptions(pairs=3, grid=25, provider=device)
     result = _run(paths.model, paths.data, out, gradient_data=paths.train, options=options,
                   checks=list(DEFAULT_CHECKS), dance=paths.dance, report=True, quiet=False,

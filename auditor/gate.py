@@ -4,8 +4,8 @@ See CONCEPTS.md, "Pre-deployment gate". A check whose quantity is undefined (NaN
 dancing log) is "skipped", never "passed". The CLI exits 1 when any check fails.
 
 Each kind of result has its own table of quantities (:data:`AUDIT_QUANTITIES` for an
-audit; ``auditor compare`` has its own), read from the typed result object, never from its
-JSON. Configure from the command line (``--gate worst_class_accuracy=0.9:0.8``, bounds as
+audit, :data:`COMPARE_QUANTITIES` for ``auditor compare``), read from the typed result
+object, never from its JSON. Configure from the command line (``--gate worst_class_accuracy=0.9:0.8``, bounds as
 ``WARN:FAIL``) or a TOML file::
 
     [gate.worst_class_accuracy]
@@ -28,9 +28,10 @@ from .errors import OptionError
 
 if TYPE_CHECKING:
     from .audit import AuditResult
+    from .comparison import CompareResult
 
 __all__ = ["Quantity", "Check", "CheckResult", "GateResult", "AUDIT_QUANTITIES", "DEFAULT_CHECKS", "evaluate_gate",
-           "parse_check", "load_gate_config", "Status"]
+           "parse_check", "load_gate_config", "Status", "COMPARE_QUANTITIES", "DEFAULT_COMPARE_CHECKS"]
 
 R = TypeVar("R")
 Direction = Literal["min", "max"]
@@ -165,6 +166,37 @@ DEFAULT_CHECKS = (
     Check("top_pair_error_share", warn=0.5, fail=0.9),
     Check("max_interference", warn=5.0, fail=50.0),
     Check("late_dance_rate", warn=0.05, fail=0.25),
+)
+
+
+# ------------------------------------------------------------------------------------ a comparison's quantities
+
+
+def _max_pair_score_increase(r: CompareResult) -> float:
+    return math.nan if r.interference is None else r.interference.max_increase
+
+
+#: The quantities the gate of ``auditor compare`` can bound (baseline versus candidate).
+COMPARE_QUANTITIES: dict[str, Quantity[CompareResult]] = {q.name: q for q in (
+    Quantity("max_class_accuracy_drop", "max", "largest per-class accuracy drop among classes whose change is "
+             "significant (exact McNemar, Holm); 0 when none dropped", lambda r: r.max_class_accuracy_drop),
+    Quantity("regressed_classes", "max", "classes whose accuracy fell significantly (exact McNemar, Holm-corrected "
+             "p < alpha)", lambda r: float(np.count_nonzero(r.classes.regressed))),
+    Quantity("agreement", "min", "share of samples on which both models predict the same class",
+             lambda r: r.agreement.overall_top1),
+    Quantity("overall_accuracy_drop", "max", "baseline minus candidate accuracy over all samples",
+             lambda r: -r.overall.accuracy_change),
+    Quantity("mean_kl", "max", "mean KL divergence of the candidate's softmax from the baseline's",
+             lambda r: r.agreement.overall_mean_kl),
+    Quantity("max_pair_score_increase", "max", "largest rise of a pair's interference pair score "
+             "(needs --interference)", _max_pair_score_increase),
+)}
+
+#: Checks of a comparison when none are given: any significant class regression fails.
+DEFAULT_COMPARE_CHECKS = (
+    Check("regressed_classes", warn=0, fail=0),
+    Check("max_class_accuracy_drop", warn=0.01, fail=0.05),
+    Check("agreement", warn=0.99, fail=0.9),
 )
 
 

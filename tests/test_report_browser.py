@@ -89,3 +89,13 @@ def test_large_k_report_in_chromium(tmp_path: Path) -> None:
 def test_dance_report_in_chromium(tmp_path: Path) -> None:
     page = render_dance_report(synthetic.dance(k=5), tmp_path / "dance.html")
     check_page(page, tmp_path, ("label-dancing",), "report_dance.png")
+
+
+def test_compare_report_in_chromium(tmp_path: Path) -> None:
+    from auditor.comparison import compare
+    from auditor.demo import demo_paths
+    from auditor.report.compare import COMPARE_SECTIONS, render_compare_report
+
+    paths = demo_paths()
+    page = render_compare_report(compare(paths.model, paths.candidate, paths.data), tmp_path / "compare.html")
+    check_page(page, tmp_path, COMPARE_SECTIONS, "report_compare.png")

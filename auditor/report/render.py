@@ -15,7 +15,7 @@ from auditor.dancing import DanceAnalysis
 from auditor.errors import AuditorError
 from auditor.report import figures, sections
 from auditor.report.dance import dance_context
-from auditor.report.format import fmt_num, fmt_pct, fmt_seconds
+from auditor.report.format import fmt_num, fmt_pct, fmt_points, fmt_seconds
 from auditor.serialization import atomic_write_text
 
 __all__ = ["render_report", "render_dance_report", "render_template", "build_context", "template_dir",
@@ -55,7 +55,7 @@ def _environment() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.filters.update(num=fmt_num, pct=fmt_pct, seconds=fmt_seconds, short=figures.short)
+    env.filters.update(num=fmt_num, pct=fmt_pct, points=fmt_points, seconds=fmt_seconds, short=figures.short)
     return env
 
 
