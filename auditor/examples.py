@@ -1,7 +1,7 @@
 """A few samples of each confused pair, kept small enough for results.json and the report.
 
-For image data a sample is kept as a thumbnail (at most :data:`THUMBNAIL_SIDE` pixels a
-side, each image min-max scaled to 0..255); for text data as its text; for other data
+For image data a sample is kept as a thumbnail (:func:`thumbnail`: at most
+:data:`THUMBNAIL_SIDE` pixels a side, each image min-max scaled to 0..255); for text data as its text; for other data
 (feature vectors) only its index, label and prediction. The report draws the thumbnails;
 nothing here plots.
 """
@@ -9,6 +9,7 @@ nothing here plots.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,11 @@ import numpy as np
 from .data import Dataset
 from .model import Model
 
-__all__ = ["SamplePreview", "PairExamples", "confused_examples", "preview", "THUMBNAIL_SIDE", "PER_DIRECTION",
-           "MAX_TEXT"]
+__all__ = ["SamplePreview", "PairExamples", "confused_examples", "preview", "thumbnail", "image_to_json",
+           "image_from_json", "THUMBNAIL_SIDE", "PER_DIRECTION", "MAX_TEXT"]
 
 #: Longest side of a thumbnail, pixels.
-THUMBNAIL_SIDE = 48
+THUMBNAIL_SIDE = 64
 #: Samples shown per direction of a pair (true a predicted b, and true b predicted a).
 PER_DIRECTION = 3
 #: Characters of a text kept for a preview.
@@ -41,8 +42,8 @@ class SamplePreview:
         Its label and the model's prediction at θ*.
     text : str or None
         The sample's text (text data), cut to :data:`MAX_TEXT` characters.
-    image : ndarray of shape (h, w, c), uint8, or None
-        A thumbnail (image data); c is 1 or 3.
+    image : ndarray of shape (h, w) or (h, w, 3), uint8, or None
+        A thumbnail (image data; see :func:`thumbnail`).
     """
 
     index: int
@@ -52,18 +53,13 @@ class SamplePreview:
     image: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        image = None if self.image is None else {"shape": list(self.image.shape),
-                                                 "data": base64.b64encode(self.image.tobytes()).decode("ascii")}
         return {"index": self.index, "true": self.true, "predicted": self.predicted, "text": self.text,
-                "image": image}
+                "image": image_to_json(self.image)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SamplePreview:
-        image = None
-        if d.get("image") is not None:
-            shape = tuple(int(v) for v in d["image"]["shape"])
-            image = np.frombuffer(base64.b64decode(d["image"]["data"]), dtype=np.uint8).reshape(shape)
-        return cls(int(d["index"]), int(d["true"]), int(d["predicted"]), d.get("text"), image)
+        return cls(int(d["index"]), int(d["true"]), int(d["predicted"]), d.get("text"),
+                   image_from_json(d.get("image")))
 
 
 @dataclass(frozen=True)
@@ -88,26 +84,68 @@ def preview(data: Dataset, model: Model, index: int, predicted: int) -> SamplePr
     if data.texts is not None:
         text = data.texts[index]
         return SamplePreview(index, true, predicted, text=text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…")
-    image = _image(data.features.get(model.input_name), model.layout, index)
+    array = data.features.get(model.input_name)
+    image = None if array is None else thumbnail(array[index], model.layout)
     return SamplePreview(index, true, predicted, image=image)
 
 
-def _image(array: np.ndarray | None, layout: str, index: int) -> np.ndarray | None:
-    """The sample as an HxWxC uint8 thumbnail, when the input is an image."""
-    if array is None or array.ndim != 4 or layout not in ("NCHW", "NHWC"):
+def thumbnail(sample: np.ndarray, layout: str) -> np.ndarray | None:
+    """A small uint8 picture of an image sample; None when the sample is not an image.
+
+    Parameters
+    ----------
+    sample : ndarray
+        One sample without the batch axis: (C, H, W) or (H, W, C) with 1 or 3 channels (a
+        fourth, alpha, channel is dropped), or (H, W).
+    layout : str
+        The model's layout guess ("NCHW", "NHWC", ...), which decides the channel axis.
+
+    Returns
+    -------
+    ndarray of uint8, shape (h, w) or (h, w, 3), or None
+        Rescaled to 0..255 from the sample's own minimum and maximum (the data are usually
+        normalised, so the original pixel range is unknown), shrunk by block averaging to
+        at most :data:`THUMBNAIL_SIDE` pixels a side.
+    """
+    a = np.asarray(sample, dtype=np.float64)
+    if layout in ("features", "tokens"):
         return None
-    x = np.asarray(array[index], dtype=np.float64)
-    if layout == "NCHW":
-        x = np.moveaxis(x, 0, -1)
-    if x.shape[-1] not in (1, 3, 4) or min(x.shape[:2]) < 4:
+    if a.ndim == 3:
+        channels_last = layout == "NHWC" or (a.shape[0] not in (1, 3, 4) and a.shape[2] in (1, 3, 4))
+        if not channels_last:
+            if a.shape[0] not in (1, 3, 4):
+                return None
+            a = np.moveaxis(a, 0, -1)
+        if a.shape[2] not in (1, 3, 4):
+            return None
+        a = a[..., 0] if a.shape[2] == 1 else a[..., :3]
+    elif a.ndim != 2:
         return None
-    x = x[..., :3] if x.shape[-1] == 4 else x
-    step = max(1, -(-max(x.shape[:2]) // THUMBNAIL_SIDE))  # block mean: at most THUMBNAIL_SIDE a side
-    h, w = x.shape[0] // step * step, x.shape[1] // step * step
-    x = x[:h, :w].reshape(h // step, step, w // step, step, x.shape[-1]).mean(axis=(1, 3))
-    low, high = float(x.min()), float(x.max())
-    scaled = (x - low) / (high - low) * 255 if high > low else np.zeros_like(x)
-    return np.round(scaled).astype(np.uint8)
+    if min(a.shape[0], a.shape[1]) < 4:
+        return None
+    factor = max(1, math.ceil(max(a.shape[0], a.shape[1]) / THUMBNAIL_SIDE))
+    if factor > 1:
+        h, w = a.shape[0] // factor * factor, a.shape[1] // factor * factor
+        a = a[:h, :w].reshape(h // factor, factor, w // factor, factor, *a.shape[2:]).mean(axis=(1, 3))
+    low, high = float(a.min()), float(a.max())
+    scaled = (a - low) / (high - low) * 255.0 if high > low else np.zeros_like(a)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def image_to_json(image: np.ndarray | None) -> dict[str, Any] | None:
+    """A thumbnail as ``{"shape": [...], "uint8": base64}`` for results.json (None stays None)."""
+    if image is None:
+        return None
+    return {"shape": list(image.shape), "uint8": base64.b64encode(np.ascontiguousarray(image, np.uint8).tobytes())
+            .decode("ascii")}
+
+
+def image_from_json(d: Mapping[str, Any] | None) -> np.ndarray | None:
+    """The inverse of :func:`image_to_json`."""
+    if d is None:
+        return None
+    raw = np.frombuffer(base64.b64decode(d["uint8"]), dtype=np.uint8)
+    return raw.reshape([int(v) for v in d["shape"]]).copy()
 
 
 def confused_examples(data: Dataset, model: Model, predictions: np.ndarray, pairs: Sequence[tuple[int, int]],

@@ -339,7 +339,7 @@ def test_interference_runs_the_audits_of_both_models(tmp_path: Path) -> None:
 
 
 def test_thumbnails_by_layout() -> None:
-    from auditor.comparison.analysis import THUMBNAIL_SIDE, thumbnail
+    from auditor.examples import THUMBNAIL_SIDE, thumbnail
 
     rng = np.random.default_rng(1)
     chw = rng.standard_normal((3, 130, 70))
@@ -355,7 +355,7 @@ def test_thumbnails_by_layout() -> None:
     assert gray.shape == (8, 8) and gray.min() == 0 and gray.max() == 255
     assert thumbnail(np.zeros((1, 8, 8)), "NCHW").max() == 0  # a constant image is black, not NaN
     assert thumbnail(np.zeros(64), "features") is None
-    assert thumbnail(np.zeros((4, 8, 8)), "NCHW") is None  # four channels: not drawn
+    assert thumbnail(np.zeros((4, 8, 8)), "NCHW").shape == (8, 8, 3)  # RGBA: the alpha channel is dropped
     assert thumbnail(np.zeros((8, 8)), "tokens") is None
 
 

@@ -19,7 +19,8 @@ def _expected_thumbnail(chw: np.ndarray) -> np.ndarray:
     h, w = hwc.shape[0] // f, hwc.shape[1] // f
     small = np.array([[hwc[i * f:(i + 1) * f, j * f:(j + 1) * f].mean(axis=(0, 1)) for j in range(w)]
                       for i in range(h)])
-    return np.round((small - small.min()) / (small.max() - small.min()) * 255).astype(np.uint8)
+    out = np.round((small - small.min()) / (small.max() - small.min()) * 255).astype(np.uint8)
+    return out[..., 0] if out.shape[-1] == 1 else out  # one channel: a grey (h, w) picture
 
 
 def test_image_examples_are_the_first_errors_with_independent_thumbnails() -> None:
@@ -45,11 +46,11 @@ def test_image_examples_are_the_first_errors_with_independent_thumbnails() -> No
 
 
 def test_large_images_are_shrunk_and_feature_vectors_have_no_thumbnail(small_mlp: dict) -> None:
-    from auditor.examples import _image
+    from auditor.examples import thumbnail
 
-    big = np.random.default_rng(0).random((1, 3, 100, 70))
-    thumb = _image(big, "NCHW", 0)
-    assert thumb is not None and thumb.shape == (33, 23, 3) and thumb.min() == 0 and thumb.max() == 255
+    big = np.random.default_rng(0).random((1, 3, 200, 70))
+    thumb = thumbnail(big[0], "NCHW")
+    assert thumb is not None and thumb.shape == (50, 17, 3) and thumb.min() == 0 and thumb.max() == 255
     np.testing.assert_array_equal(thumb, _expected_thumbnail(big[0]))
     model = auditor.load_model(small_mlp["path"])
     data = auditor.check_dataset(auditor.Dataset(small_mlp["x"], small_mlp["y"]), model)

@@ -7,10 +7,11 @@ lowest index) and losses the cross-entropy of the logits, in float64.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from auditor.examples import THUMBNAIL_SIDE, thumbnail
 
 from .parts import Agreement, ClassComparison, FlipExample, FlipGroup, OverallComparison
 from .stats import holm, mcnemar_exact, paired_difference_interval
@@ -19,7 +20,6 @@ __all__ = ["log_softmax", "per_sample_loss", "compare_classes", "compare_overall
            "thumbnail", "THUMBNAIL_SIDE"]
 
 #: Thumbnails of flipped samples are shrunk to at most this many pixels a side.
-THUMBNAIL_SIDE = 64
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -127,47 +127,6 @@ def agreement(y: np.ndarray, logits_baseline: np.ndarray, logits_candidate: np.n
         max_abs_logit_difference=class_max, mean_kl=_per_class_mean(y, kl, count, k),
         overall_top1=float(same.mean()), overall_mean_abs_logit_difference=float(mean_abs.mean()),
         overall_max_abs_logit_difference=float(max_abs.max()), overall_mean_kl=float(kl.mean()))
-
-
-def thumbnail(sample: np.ndarray, layout: str) -> np.ndarray | None:
-    """A small uint8 picture of an image sample; None when the sample is not an image.
-
-    Parameters
-    ----------
-    sample : ndarray
-        One sample without the batch axis: (C, H, W) or (H, W, C) with 1 or 3 channels, or
-        (H, W).
-    layout : str
-        The model's layout guess ("NCHW", "NHWC", ...), which decides the channel axis.
-
-    Returns
-    -------
-    ndarray of uint8, shape (h, w) or (h, w, 3), or None
-        Rescaled to 0..255 from the sample's own minimum and maximum (the data are usually
-        normalised, so the original pixel range is unknown), shrunk by block averaging to
-        at most :data:`THUMBNAIL_SIDE` pixels a side.
-    """
-    a = np.asarray(sample, dtype=np.float64)
-    if layout in ("features", "tokens"):
-        return None
-    if a.ndim == 3:
-        channels_last = layout == "NHWC" or (a.shape[0] not in (1, 3) and a.shape[2] in (1, 3))
-        if not channels_last:
-            if a.shape[0] not in (1, 3):
-                return None
-            a = np.moveaxis(a, 0, -1)
-        if a.shape[2] not in (1, 3):
-            return None
-        a = a[..., 0] if a.shape[2] == 1 else a
-    elif a.ndim != 2 or min(a.shape) < 4:
-        return None
-    factor = max(1, math.ceil(max(a.shape[0], a.shape[1]) / THUMBNAIL_SIDE))
-    if factor > 1:
-        h, w = a.shape[0] // factor * factor, a.shape[1] // factor * factor
-        a = a[:h, :w].reshape(h // factor, factor, w // factor, factor, *a.shape[2:]).mean(axis=(1, 3))
-    low, high = float(a.min()), float(a.max())
-    scaled = (a - low) / (high - low) * 255.0 if high > low else np.zeros_like(a)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def flip_groups(y: np.ndarray, logits_baseline: np.ndarray, logits_candidate: np.ndarray, *,

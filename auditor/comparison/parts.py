@@ -7,13 +7,13 @@ layout is documented in ``docs/compare-schema.md``.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from auditor.examples import image_from_json, image_to_json
 from auditor.serialization import array_from_json, json_array
 
 __all__ = ["ClassComparison", "OverallComparison", "Agreement", "FlipExample", "FlipGroup", "InterferenceChange"]
@@ -204,19 +204,6 @@ class Agreement:
                    overall_mean_kl=number("mean_kl"))
 
 
-def _thumbnail_to_json(a: np.ndarray | None) -> dict[str, Any] | None:
-    if a is None:
-        return None
-    return {"shape": list(a.shape), "uint8": base64.b64encode(np.ascontiguousarray(a, np.uint8).tobytes()).decode()}
-
-
-def _thumbnail_from_json(d: Mapping[str, Any] | None) -> np.ndarray | None:
-    if d is None:
-        return None
-    raw = np.frombuffer(base64.b64decode(d["uint8"]), dtype=np.uint8)
-    return raw.reshape([int(s) for s in d["shape"]]).copy()
-
-
 @dataclass(frozen=True, eq=False)
 class FlipExample:
     """One sample the baseline got right and the candidate gets wrong.
@@ -248,12 +235,12 @@ class FlipExample:
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "baseline_probability": self.baseline_probability,
                 "candidate_probability": self.candidate_probability,
-                "thumbnail": _thumbnail_to_json(self.thumbnail), "text": self.text}
+                "thumbnail": image_to_json(self.thumbnail), "text": self.text}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FlipExample:
         return cls(int(d["index"]), float(d["baseline_probability"]), float(d["candidate_probability"]),
-                   _thumbnail_from_json(d.get("thumbnail")), d.get("text"))
+                   image_from_json(d.get("thumbnail")), d.get("text"))
 
 
 @dataclass(frozen=True, eq=False)

@@ -137,7 +137,7 @@ def _flips(result: CompareResult, names: Sequence[str]) -> dict[str, Any]:
         if g.examples:
             entry["examples"] = [{"index": e.index, "text": e.text, "p_b": e.baseline_probability,
                                   "p_c": e.candidate_probability,
-                                  "uri": None if e.thumbnail is None else cf.thumbnail_uri(e.thumbnail)}
+                                  "uri": None if e.thumbnail is None else figures.thumbnail_uri(e.thumbnail)}
                                  for e in g.examples]
             shown.append(entry)
         elif len(rest) < GROUP_ROWS:

@@ -6,8 +6,6 @@ analysis computed here.
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 
 import matplotlib
@@ -16,7 +14,7 @@ from matplotlib import colors as mcolors
 
 from auditor.report.figures import FONT, GREY, _annotate, _cmap, _figure, _side, _ticks, short, to_data_uri
 
-__all__ = ["accuracy_change_chart", "change_heatmap", "thumbnail_uri", "REGRESSED_COLOR", "IMPROVED_COLOR",
+__all__ = ["accuracy_change_chart", "change_heatmap", "REGRESSED_COLOR", "IMPROVED_COLOR",
            "MAX_CHART_CLASSES"]
 
 REGRESSED_COLOR = "#b3261e"
@@ -78,13 +76,3 @@ def change_heatmap(matrix: np.ndarray, labels: Sequence[str], *, title: str, col
         ax.set_ylabel(ylabel)
         fig.colorbar(im, ax=ax, shrink=0.85, label=colorbar)
     return to_data_uri(fig)
-
-
-def thumbnail_uri(image: np.ndarray) -> str:
-    """A uint8 picture ((H, W) or (H, W, 3)) as a PNG data URI, pixels as they are (the page scales it)."""
-    from PIL import Image
-
-    a = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")  # uint8 (H, W) is read as mode L, (H, W, 3) as RGB
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

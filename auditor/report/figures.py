@@ -69,12 +69,11 @@ def to_data_uri(fig: Figure) -> str:
 
 
 def thumbnail_uri(image: np.ndarray) -> str:
-    """An HxWxC uint8 thumbnail (C = 1 or 3) as a PNG data URI."""
+    """A uint8 thumbnail ((H, W) or (H, W, 3)) as a PNG data URI, pixels as they are (the page scales it)."""
     from PIL import Image
 
-    pixels = image[..., 0] if image.shape[-1] == 1 else image
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels), mode="L" if pixels.ndim == 2 else "RGB").save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(np.asarray(image, dtype=np.uint8))).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
