@@ -7,7 +7,7 @@ estimator instead (PyTorch's ``FakeQuantize``): rounding counts as the identity,
 the integer range keeps its derivative. This rewrite gives onnx-ad that rule with standard
 ops, and keeps the forward values bit for bit::
 
-    t     = clip(x / s + z, qmin, qmax)                        in float64
+    t     = clip(float64(x / s) + z, qmin, qmax)               x / s in float32, the rest exact in float64
     r     = float32(t + M) − M                                 M = 1.5·2²³: float32 rounds to integers there
     y_ste = (r − z) · s                                        (DequantizeLinear's own formula)
     y     = y_ste where y_ste == DQ(Q(x)) else DQ(Q(x))
@@ -17,12 +17,15 @@ rounding counts as the identity while the clip keeps its own derivative: ``∂y/
 ``qmin < x/s + z < qmax`` and 0 where the activation saturates. A pair whose range starts at 0
 is how onnxruntime's quantizer writes a ReLU it removed, and this gives the ReLU's derivative
 back. (PyTorch's ``FakeQuantize`` passes the gradient wherever the *rounded* value is in range,
-half a step further.) ``float32(t + M)`` rounds half to even like ``QuantizeLinear``; where the
-division in float64 and in float32 land on different sides of a tie (rare), ``y_ste`` differs
-from the exported pair's value, which is used there, with no gradient. Scales and zero points computed
-at run time (dynamic quantisation) are held fixed like calibrated ones (no derivative through
-them); their range covers the batch by construction, so the batch's extreme values, which sit
-on the range's ends, are not clipped and nothing masks the gradient: the identity.
+half a step further.) ``float32(t + M)`` rounds half to even, and the division is onnxruntime's
+own (float32, then clip, round, add the zero point: MLAS's ``MlasQuantizeLinear``), so ``y_ste``
+is the exported pair's value bit for bit; the ``where`` only guards a runtime that divides
+differently (it then keeps the exported value, with no gradient at that element).
+
+Scales and zero points computed at run time (dynamic quantisation) are held fixed like
+calibrated ones (no derivative through them); their range covers the batch by construction,
+so the batch's extreme values, which sit on the range's ends, are not clipped and nothing
+masks the gradient: the identity.
 """
 
 from __future__ import annotations
@@ -136,8 +139,8 @@ def _pair(b: _Builder, quant: onnx.NodeProto, dq: onnx.NodeProto, zero_type: int
     if dynamic:
         scale = _constant_copy(b, scale, f"{stem}/scale_held")
     s = _broadcastable(b, scale, axis, rank, f"{stem}/scale")
-    s64 = b.op("Cast", [s], f"{stem}/scale64", to=TensorProto.DOUBLE)
-    t = b.op("Div", [b.op("Cast", [x], f"{stem}/x64", to=TensorProto.DOUBLE), s64], f"{stem}/ratio")
+    # x / s in float32, as onnxruntime's QuantizeLinear divides (MLAS); the rest in float64, exactly
+    t = b.op("Cast", [b.op("Div", [x, s], f"{stem}/ratio")], f"{stem}/ratio64", to=TensorProto.DOUBLE)
     z32 = ""
     if zero:
         z = _broadcastable(b, zero, axis, rank, f"{stem}/zero")
@@ -164,18 +167,39 @@ def _pair(b: _Builder, quant: onnx.NodeProto, dq: onnx.NodeProto, zero_type: int
                         "(same values; gradient 1 inside the integer range, 0 where clipped)")
 def straight_through_fake_quant(model: onnx.ModelProto, params: Set[str]) -> int:
     """Give every activation Q→DQ pair between θ and the loss a straight-through derivative; return the count."""
-    g = model.graph
+    pairs = _pairs(model, params)
+    if not pairs:
+        return 0
+    b = _Builder(model)
+    after: dict[int, list[onnx.NodeProto]] = {}
+    for index, quant, dq, zero_type, axis, rank in pairs:
+        start = len(b.nodes)
+        _pair(b, quant, dq, zero_type, axis, rank)
+        after[index] = b.nodes[start:]
+    nodes = []
+    for index, node in enumerate(model.graph.node):
+        nodes.append(node)
+        nodes.extend(after.get(index, []))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return len(pairs)
+
+
+_Pair = tuple[int, onnx.NodeProto, onnx.NodeProto, int, int | None, int | None]
+
+
+def _pairs(model: onnx.ModelProto, params: Set[str]) -> list[_Pair]:
+    """(index of the DequantizeLinear, QuantizeLinear, DequantizeLinear, zero-point type, axis, rank) per pair."""
     depends = set(params)
     producers: dict[str, onnx.NodeProto] = {}
-    for node in g.node:
+    for node in model.graph.node:
         for o in node.output:
             producers[o] = node
         if any(i in depends for i in node.input):
             depends.update(node.output)
     types, ranks = _types_and_ranks(model)
-    b = _Builder(model)
-    after: dict[int, list[onnx.NodeProto]] = {}
-    for index, dq in enumerate(g.node):
+    pairs: list[_Pair] = []
+    for index, dq in enumerate(model.graph.node):
         quant = producers.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
         if quant is None or quant.op_type != "QuantizeLinear" or quant.input[0] not in depends:
             continue
@@ -200,18 +224,8 @@ def straight_through_fake_quant(model: onnx.ModelProto, params: Set[str]) -> int
         rank = ranks.get(quant.input[0])
         if axis is not None and axis >= 0 and rank is None:
             continue  # rank unknown (early check without static shapes): the gradient graph knows it
-        start = len(b.nodes)
-        _pair(b, quant, dq, zero_type, axis, rank)
-        after[index] = b.nodes[start:]
-    if not after:
-        return 0
-    nodes = []
-    for index, node in enumerate(g.node):
-        nodes.append(node)
-        nodes.extend(after.get(index, []))
-    del g.node[:]
-    g.node.extend(nodes)
-    return len(after)
+        pairs.append((index, quant, dq, zero_type, axis, rank))
+    return pairs
 
 
 def _size(model: onnx.ModelProto, name: str) -> int:

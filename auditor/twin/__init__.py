@@ -31,13 +31,15 @@ from onnx import TensorProto
 from ._edit import GraphEdit, is_standard
 from ._float16 import float16_to_float32, has_float16
 from ._qoperator import expand_integer_ops, is_integer_op
-from ._quantized import check_integer_paths, fold_quantized_weights, lift_dequantize
+from ._quantized import FoldedWeight, check_integer_paths, fold_quantized_weights, lift_dequantize
 
-__all__ = ["Twin", "WeightRecord", "float_twin", "KINDS"]
+__all__ = ["Twin", "WeightRecord", "float_twin", "KINDS", "QDQ_SESSION_CONFIG"]
 
 #: What the original model was, as :attr:`Twin.kind` reports it.
 KINDS = ("float32", "float16", "float16-io32", "int8-qdq", "int8-weight-only", "int8-qoperator", "int8-dynamic")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+#: The ONNX Runtime session config entry that keeps QDQ graphs op by op (see :attr:`Twin.session_config`).
+QDQ_SESSION_CONFIG = ("session.disable_quant_qdq", "1")
 _DYNAMIC = ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
 
 
@@ -100,6 +102,16 @@ class Twin:
         base metrics.
     rewritten : mapping of str to int
         Integer op types written in QDQ form (QOperator and dynamic quantisation), with counts.
+    session_config : mapping of str to str
+        ONNX Runtime session config entries every session running the twin with θ as
+        initializers must set (``SessionOptions.add_session_config_entry``). For integer kinds:
+        ``{"session.disable_quant_qdq": "1"}``. With its QDQ transformers on, ONNX Runtime
+        re-quantises a float Conv/Gemm weight whose input comes from a DequantizeLinear (int8,
+        one scale per tensor: ``WeightBiasQuantization``, onnxruntime 1.31), so the session would
+        run neither the deployed per-channel weights nor a perturbed θ. With them off, Q/DQ run
+        as their own kernels and the twin's logits equal the deployed graph's as ONNX Runtime runs
+        it op by op, bit for bit. Sessions with θ as graph inputs (the gradient graph, the
+        perturbation graph) are not affected, but the entry does no harm there.
     """
 
     proto: onnx.ModelProto
@@ -109,6 +121,7 @@ class Twin:
     input_types: Mapping[str, str] = field(default_factory=dict)
     output_types: Mapping[str, str] = field(default_factory=dict)
     rewritten: Mapping[str, int] = field(default_factory=dict)
+    session_config: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -119,7 +132,7 @@ class Twin:
         """JSON-ready description (without the graph)."""
         return {"kind": self.kind, "weights": [w.to_dict() for w in self.weights], "notes": list(self.notes),
                 "input_types": dict(self.input_types), "output_types": dict(self.output_types),
-                "rewritten": dict(self.rewritten)}
+                "rewritten": dict(self.rewritten), "session_config": dict(self.session_config)}
 
 
 def _type_name(elem_type: int) -> str:
@@ -186,9 +199,10 @@ def float_twin(proto: onnx.ModelProto) -> Twin:
         check_integer_paths(edit, _needed(edit))
         records = _float16_weights(records, edit) + [WeightRecord(f.name, f.sources, f.dtype, f.scheme, f.axis)
                                                      for f in folded]
-        kind = _integer_kind(ops)
+        kind = _integer_kind(ops, any(n.op_type == "QuantizeLinear" for n in edit.nodes))
         notes += _integer_notes(kind, folded, rewritten, edit)
-    return Twin(model, kind, tuple(records), tuple(notes), inputs, outputs, dict(rewritten))
+    config = {QDQ_SESSION_CONFIG[0]: QDQ_SESSION_CONFIG[1]} if ops else {}
+    return Twin(model, kind, tuple(records), tuple(notes), inputs, outputs, dict(rewritten), config)
 
 
 def _float16_weights(records: list[WeightRecord], edit: GraphEdit) -> list[WeightRecord]:
@@ -205,12 +219,13 @@ def _needed(edit: GraphEdit) -> set[str]:
     return needed
 
 
-def _integer_kind(ops: Counter[str]) -> str:
+def _integer_kind(ops: Counter[str], activations: bool) -> str:
+    """The original's format; ``activations``: quantised activations remain once the weights are folded."""
     if any(op in ops for op in _DYNAMIC):
         return "int8-dynamic"
     if any(op not in _QDQ for op in ops):
         return "int8-qoperator"
-    return "int8-qdq" if "QuantizeLinear" in ops else "int8-weight-only"
+    return "int8-qdq" if activations else "int8-weight-only"
 
 
 def _float16_note(kind: str) -> str:
@@ -220,7 +235,7 @@ def _float16_note(kind: str) -> str:
             "in the rounding of its arithmetic.")
 
 
-def _integer_notes(kind: str, folded: list[Any], rewritten: Counter[str], edit: GraphEdit) -> list[str]:
+def _integer_notes(kind: str, folded: list[FoldedWeight], rewritten: Counter[str], edit: GraphEdit) -> list[str]:
     schemes = sorted({f.scheme for f in folded})
     dtypes = sorted({f.dtype for f in folded})
     notes = []
@@ -233,9 +248,12 @@ def _integer_notes(kind: str, folded: list[Any], rewritten: Counter[str], edit: 
         ops = ", ".join(f"{op} ×{n}" for op, n in sorted(rewritten.items()))
         notes.append(f"Integer operators ({ops}) were written as DequantizeLinear → float op → QuantizeLinear; an "
                      "output may differ from the integer kernel's by one quantisation step.")
-    if any(n.op_type == "QuantizeLinear" for n in edit.nodes):
-        dynamic = " (with each batch's own scale, for run-time quantisation)" if kind == "int8-dynamic" else ""
-        notes.append(f"Activation QuantizeLinear/DequantizeLinear pairs stay in the forward pass{dynamic} and are "
+    if kind == "int8-dynamic":
+        notes.append("Activations quantised at run time (DynamicQuantizeLinear, a scale per batch) stay quantised in "
+                     "the forward pass and are differentiated straight through, rounding as the identity and the "
+                     "scale as a constant; like the deployed model's outputs, results depend on the batch.")
+    elif any(n.op_type == "QuantizeLinear" for n in edit.nodes):
+        notes.append("Activation QuantizeLinear/DequantizeLinear pairs stay in the forward pass and are "
                      "differentiated straight through: rounding counts as the identity, and the gradient is zero "
-                     "where an activation is clipped to the integer range.")
+                     "where an activation saturates at an end of its integer range.")
     return notes

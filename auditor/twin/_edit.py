@@ -144,8 +144,12 @@ class GraphEdit:
         del self.graph.node[:]
         self.graph.node.extend(kept)
         inits = [t for t in self.graph.initializer if t.name in wanted]
+        dropped = {t.name for t in self.graph.initializer} - wanted
         del self.graph.initializer[:]
         self.graph.initializer.extend(inits)
+        inputs = [v for v in self.graph.input if v.name not in dropped]  # weights listed as inputs (IR < 4)
+        del self.graph.input[:]
+        self.graph.input.extend(inputs)
         self.nodes = list(self.graph.node)
         self.initializers = {t.name: t for t in self.graph.initializer}
         names = {v.name for v in self.graph.input} | wanted
