@@ -11,6 +11,7 @@ from the original only in the rounding of what it computes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -22,14 +23,14 @@ _HALF = TensorProto.FLOAT16
 _TYPE_ATTRIBUTES = ("to", "dtype")  # Cast's target; the element type of EyeLike, Random*, ...
 
 
+@dataclass
 class Float16Result:
-    """What :func:`float16_to_float32` changed: converted initializers and float16 graph inputs/outputs."""
+    """What :func:`float16_to_float32` changed: converted initializers, float16 graph inputs/outputs, casts."""
 
-    def __init__(self) -> None:
-        self.initializers: list[str] = []
-        self.inputs: list[str] = []
-        self.outputs: list[str] = []
-        self.casts = 0
+    initializers: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    casts: int = 0
 
 
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
