@@ -75,3 +75,6 @@ def apply_rewrites(model: onnx.ModelProto, params: Set[str]) -> list[RewriteReco
         if count:
             records.append(RewriteRecord(rewrite.name, rewrite.description, count))
     return records
+
+
+from . import fake_quant  # noqa: E402,F401  (registration order is the order rewrites run)
