@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from .errors import ModelError
 from .graph import FLOAT_TYPES, canonicalize, opset_of
+from .twin import float_twin
 
 __all__ = ["Model", "ModelInput", "Parameter", "load_model", "probe_feeds", "LOGITS_KINDS", "INPUT_ROLES"]
 
@@ -38,6 +39,8 @@ PROBE_LENGTH = 8
 # Operand positions that hold fixed statistics or configuration, never parameters.
 _NON_PARAMETER_INPUTS: dict[str, set[int]] = {
     "BatchNormalization": {3, 4},  # running mean / var: fixed statistics
+    "QuantizeLinear": {1, 2},  # activation scale and zero point of a kept Q/DQ pair
+    "DequantizeLinear": {1, 2},
     "Resize": {1, 2, 3},
     "Upsample": {1},
     "Pad": {1, 2, 3},
@@ -172,6 +175,20 @@ class Model:
         Tensors left out of θ on request.
     sha256 : str
         Hash of the model file.
+    notes : tuple of str
+        What loading changed (for the report's method section).
+    precision : str
+        What the export was: "float32", or "float16", "float16-io32", "int8-qdq",
+        "int8-weight-only", "int8-qoperator", "int8-dynamic" (see :mod:`auditor.twin`).
+    deployed : onnx.ModelProto or None
+        The graph as exported, when ``proto`` is its float32 twin: base metrics come from it.
+    twin : mapping
+        :meth:`auditor.twin.Twin.to_dict` of the twin (empty for float32 exports).
+    deployed_input_types : mapping of str to str
+        Element type of each input of the deployed graph (it may take float16).
+    session_config : mapping of str to str
+        ONNX Runtime session config entries every session of the twin needs (a QDQ twin
+        must run op by op; see :mod:`auditor.twin`).
     """
 
     path: str
@@ -196,6 +213,11 @@ class Model:
     excluded: tuple[str, ...] = ()
     sha256: str = ""
     notes: tuple[str, ...] = field(default=())
+    precision: str = "float32"
+    deployed: onnx.ModelProto | None = None
+    twin: Mapping[str, Any] = field(default_factory=dict)
+    deployed_input_types: Mapping[str, str] = field(default_factory=dict)
+    session_config: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def parameter_names(self) -> list[str]:
@@ -240,6 +262,8 @@ class Model:
             "excluded": list(self.excluded),
             "op_types": dict(sorted(self.op_types.items())),
             "notes": list(self.notes),
+            "precision": self.precision,
+            "twin": dict(self.twin),
         }
 
 
@@ -291,6 +315,9 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
     original_ir = proto.ir_version
     op_types = Counter(n.op_type for n in proto.graph.node)
     producer = " ".join(x for x in (proto.producer_name, proto.producer_version) if x) or "unknown"
+    twin = float_twin(proto)  # fp16 and int8 exports: a float32 graph computing the same function
+    deployed = proto if twin.changed else None
+    proto = twin.proto
 
     output_name, logits_name, logits_kind = _find_logits(proto, path)
 
@@ -309,6 +336,7 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
         raise ModelError(f"'{path}': output '{output_name}' gives {n_classes} class; a classifier "
                          "needs K >= 2 classes ([N, K] logits or probabilities, or one sigmoid)")
     fixed = input_shape[0] if input_shape and isinstance(input_shape[0], int) else None
+    notes = [*twin.notes, *notes]
     return Model(
         path=str(path), proto=canonical, inputs=inputs, input_name=input_name, input_shape=input_shape,
         input_dtype=input_dtype, layout=_layout(primary), output_name=output_name,
@@ -316,7 +344,9 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
         parameters=parameters, fixed_batch=fixed, opset=opset_of(canonical),
         ir_version=canonical.ir_version, original_opset=original_opset,
         original_ir_version=original_ir, producer=producer, op_types=dict(op_types),
-        excluded=tuple(exclude), sha256=hashlib.sha256(raw).hexdigest(), notes=tuple(notes))
+        excluded=tuple(exclude), sha256=hashlib.sha256(raw).hexdigest(), notes=tuple(notes),
+        precision=twin.kind, deployed=deployed, twin=twin.to_dict() if twin.changed else {},
+        deployed_input_types=dict(twin.input_types), session_config=dict(twin.session_config))
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "make_session",
     "run_once",
     "predict_logits",
+    "deployed_logits",
     "Evaluator",
     "StepStats",
     "PROVIDERS",
@@ -134,10 +135,16 @@ def resolve_provider(provider: str = "auto") -> str:
 
 
 def make_session(model: onnx.ModelProto | bytes, device: str, *, threads: int = 0,
-                 optimize: bool = True) -> ort.InferenceSession:
-    """A session on ``device`` ("cuda" or "cpu"); logs only errors."""
+                 optimize: bool = True, config: Mapping[str, str] | None = None) -> ort.InferenceSession:
+    """A session on ``device`` ("cuda" or "cpu"); logs only errors.
+
+    ``config`` holds session config entries (:attr:`auditor.model.Model.session_config`:
+    a quantised model's twin must keep its Q/DQ nodes op by op).
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     if threads:
         options.intra_op_num_threads = threads
     if not optimize:
@@ -232,7 +239,7 @@ def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.nd
     A model with a batch fixed in the graph is run that many samples at a time.
     """
     device = resolve_provider(provider)
-    session = make_session(G.evaluation_graph(model, with_loss=False), device)
+    session = make_session(G.evaluation_graph(model, with_loss=False), device, config=model.session_config)
     bs = _batch_size(model, batch_size)
     features = _features(model, data)
     n = len(next(iter(features.values())))
@@ -244,6 +251,44 @@ def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.nd
             out[s:e] = z[: e - s]
             bar.advance()
     return out
+
+
+def deployed_logits(model: Model, data: Dataset, *, batch_size: int = 256, provider: str = "auto") -> np.ndarray:
+    """Logits ``[N, K]`` of the graph as exported, for a model audited through its float32 twin.
+
+    The deployed graph (:attr:`auditor.model.Model.deployed`: float16 or quantised) runs as
+    is, with its own input types; its logits tensor is read as :func:`predict_logits`
+    reads the twin's and returned in float64.
+
+    Raises
+    ------
+    ModelError
+        The model has no deployed graph (it was float32), or ONNX Runtime cannot run it.
+    """
+    if model.deployed is None:
+        raise ModelError(f"'{model.path}' is a float32 model: it has no separate deployed graph")
+    m = onnx.ModelProto()
+    m.CopyFrom(model.deployed)
+    m.ir_version = min(m.ir_version, G.MAX_IR_VERSION)
+    del m.graph.output[:]
+    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(model.logits_name))
+    session = make_session(m, resolve_provider(provider))
+    types = {i.name: i.type for i in session.get_inputs()}
+    features = _features(model, data)
+    n = len(next(iter(features.values())))
+    bs = _batch_size(model, batch_size)
+    chunks = []
+    for s, e in _batches(n, bs):
+        feeds = {name: _pad(a[s:e], bs) if model.fixed_batch else a[s:e] for name, a in features.items()}
+        feeds = {name: v.astype(np.float16) if types.get(name) == "tensor(float16)" else v for name, v in feeds.items()}
+        z = np.asarray(session.run([model.logits_name], feeds)[0], dtype=np.float64)
+        chunks.append(z.reshape(z.shape[0], -1)[: e - s])
+    z = np.concatenate(chunks)
+    if model.logits_kind == "probabilities":
+        return np.log(np.maximum(z, 1e-12))
+    if model.logits_kind == "sigmoid":
+        return np.concatenate([np.zeros_like(z), z], axis=1)
+    return z
 
 
 @dataclass(frozen=True)
@@ -266,6 +311,17 @@ class StepStats:
     count: np.ndarray
     confusion: np.ndarray
     predictions: np.ndarray | None = None
+
+    @classmethod
+    def from_logits(cls, logits: np.ndarray, y: np.ndarray, n_classes: int) -> StepStats:
+        """The same sums from logits ``[N, K]`` (float64 cross-entropy; argmax ties to the lowest index)."""
+        z = np.asarray(logits, dtype=np.float64)
+        top = z.max(axis=1, keepdims=True)
+        loss = (top[:, 0] + np.log(np.exp(z - top).sum(axis=1))) - z[np.arange(len(y)), y]
+        pred = z.argmax(axis=1)
+        confusion = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+        return cls(loss_sum=np.bincount(y, weights=loss, minlength=n_classes), count=confusion.sum(axis=1),
+                   confusion=confusion.astype(np.int64), predictions=pred.astype(np.int64))
 
     @property
     def loss(self) -> np.ndarray:
@@ -333,7 +389,7 @@ class Evaluator:
     def _session_inputs(self) -> ort.InferenceSession:
         if self._inputs_session is None:
             self._inputs_session = make_session(G.perturbation_graph(self.model, self.n_directions),
-                                                self.device)
+                                                self.device, config=self.model.session_config)
         return self._inputs_session
 
     def _session_rebuild(self, coefs: Sequence[float]) -> ort.InferenceSession:
@@ -342,7 +398,7 @@ class Evaluator:
         weights = self.perturbed_weights(coefs)
         extra = onnx.ModelProto(graph=onnx.GraphProto(initializer=[
             numpy_helper.from_array(v, name) for name, v in weights.items()]))
-        return make_session(self._shell + extra.SerializeToString(), self.device)
+        return make_session(self._shell + extra.SerializeToString(), self.device, config=self.model.session_config)
 
     def perturbed_weights(self, coefs: Sequence[float]) -> dict[str, np.ndarray]:
         """``θ* + Σ_j c_j d_j`` as float32 arrays, by parameter name."""

@@ -240,9 +240,6 @@ def test_fp32_against_fp16_weights_with_float32_inputs() -> None:
     assert result.agreement.overall_top1 > 0.99 and result.regressed_classes() == []
 
 
-@pytest.mark.xfail(strict=True, raises=ModelError,
-                   reason="float16 graphs (inputs and logits float16) run once auditor/twin.py (the float twins) "
-                          "lands; remove this mark then")
 def test_fp32_against_fp16() -> None:
     x, y, _ = demo_data()
     fp16 = FIXTURES / "digits_fp16.onnx"

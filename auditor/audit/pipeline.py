@@ -29,10 +29,11 @@ from auditor.graph import check_gradient_support
 from auditor.interference import InterferenceResult, interference, ranked_pairs
 from auditor.landscape import InterferenceModel, flatness, interference_model
 from auditor.model import Model
-from auditor.runtime import Evaluator, StepStats, resolve_provider
+from auditor.runtime import Evaluator, StepStats, deployed_logits, predict_logits, resolve_provider
 
 from .options import LARGE_K_CANDIDATES, MANY_CLASSES, AuditOptions
 from .result import AuditResult, versions
+from .twin_check import TwinCheck, twin_check
 
 __all__ = ["run_audit", "select_candidates", "AuditRun", "SKETCH_DIM", "TOP_PAIRS_LISTED"]
 
@@ -80,6 +81,13 @@ class AuditRun:
     progress: bool | None = None
     log: Callable[[str], None] = _quiet
     timings: dict[str, float] = field(default_factory=dict)
+    deployed: StepStats | None = None
+    twin: TwinCheck | None = None
+
+    @property
+    def reported(self) -> StepStats:
+        """The base pass the report leads with: the deployed graph's when the model has a twin."""
+        return self.deployed if self.deployed is not None else self.base
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -108,6 +116,11 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
     base = evaluator.evaluate([0.0], keep_predictions=True)
     run = AuditRun(model, data, grad_set, options, device, evaluator, base, _class_names(data, grad_set, model),
                    progress, log)
+    if model.deployed is not None:  # an fp16/int8 export: base metrics are those of the graph as deployed
+        run.log(f"base metrics of the deployed {model.precision} graph beside its float32 twin")
+        run.twin, run.deployed = twin_check(
+            model.precision, deployed_logits(model, data, batch_size=options.batch_size, provider=device),
+            predict_logits(model, data, batch_size=options.batch_size, provider=device), data.y, model.n_classes)
     run.timings["forward_pass_s"] = time.perf_counter() - start
     return run
 
@@ -215,7 +228,7 @@ def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) 
 
     with run.stage("interference"):
         inter = interference(g.gradients, g.directions, cct, evaluate)
-        errors = error_share(run.base.confusion)
+        errors = error_share(run.reported.confusion)
         listed = max(run.options.pairs, TOP_PAIRS_LISTED)
         top_p = [(a, b, float(n)) for a, b, n in errors.pairs[:listed]]
         return _Interference(inter, errors, inter.top_pairs(listed), top_p)
@@ -243,7 +256,8 @@ def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[Int
 def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _Interference,
               models: list[InterferenceModel], started: float) -> AuditResult:
     k = run.model.n_classes
-    counts = run.base.count
+    reported = run.reported
+    counts = reported.count
     skipped: dict[int, str] = {}
     for c in range(k):
         if counts[c] == 0:
@@ -264,17 +278,17 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
     timings.update({f"strategy_{key}": v for key, v in run.evaluator.timings.items()})
     return AuditResult(
         model=run.model.summary(), data=run.data.describe(k), gradient_data=run.gradient_data.describe(k),
-        class_names=run.class_names, options=run.options, loss=run.base.loss, accuracy=run.base.accuracy,
+        class_names=run.class_names, options=run.options, loss=reported.loss, accuracy=reported.accuracy,
         counts=counts, gradient_norm=gnorm, alpha_max=amax, skipped=skipped, cct=cct, interference=found.result,
         flatness=flatness(cct), errors=found.errors, top_pairs_interference=found.top_interference,
         top_pairs_confusion=found.top_confusion, models=models, candidates=g.candidates, provider=run.device,
         timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        examples=_examples(run, found))
+        examples=_examples(run, found), twin=run.twin)
 
 
 def _examples(run: AuditRun, found: _Interference) -> tuple[PairExamples, ...]:
     """A few misclassified samples of the most confused pairs (thumbnails or texts)."""
-    predictions = run.base.predictions
+    predictions = run.reported.predictions
     if predictions is None:
         return ()
     pairs = [(a, b) for a, b, _ in found.top_confusion[:EXAMPLE_PAIRS]]

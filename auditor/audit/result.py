@@ -22,6 +22,7 @@ from auditor.interference import InterferenceResult
 from auditor.landscape import Flatness, InterferenceModel
 
 from .options import AuditOptions
+from .twin_check import TwinCheck
 
 __all__ = ["AuditResult", "SCHEMA_VERSION", "versions"]
 
@@ -71,6 +72,10 @@ class AuditResult:
         audit's pairs, when a log or checkpoints were given.
     examples : tuple of PairExamples
         A few misclassified samples of the most confused pairs (thumbnails or texts).
+    twin : TwinCheck or None
+        For an fp16 or int8 export: its deployed graph's base metrics (which ``loss``,
+        ``accuracy`` and ``errors`` hold) beside those of the float32 twin the gradients
+        and the CCT ran on.
     """
 
     model: Mapping[str, Any]
@@ -100,6 +105,7 @@ class AuditResult:
     schema_version: str = SCHEMA_VERSION
     created: str = ""
     examples: tuple[PairExamples, ...] = ()
+    twin: TwinCheck | None = None
 
     @property
     def n_classes(self) -> int:
@@ -153,6 +159,7 @@ class AuditResult:
             "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
             "dance": None if self.dance is None else self.dance.to_dict(),
             "examples": [e.to_dict() for e in self.examples],
+            "twin": None if self.twin is None else self.twin.to_dict(),
         })
 
     @classmethod
@@ -205,7 +212,8 @@ class AuditResult:
                 gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
                 schema_version=version, created=str(d.get("created", "")),
-                examples=tuple(PairExamples.from_dict(e) for e in d.get("examples", ())))
+                examples=tuple(PairExamples.from_dict(e) for e in d.get("examples", ())),
+                twin=None if d.get("twin") is None else TwinCheck.from_dict(d["twin"]))
             result.check_shapes()
             return result
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:

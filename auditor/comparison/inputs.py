@@ -87,6 +87,12 @@ def _compatible(a: ModelInput, b: ModelInput) -> bool:
     return len(sa) == len(sb) and all(x is None or y is None or x == y for x, y in zip(sa, sb))
 
 
+def _deployed_type(model: Model, inp: ModelInput) -> str:
+    """The input's element type in the graph as exported (a float16 export's twin takes float32)."""
+    name = str(model.deployed_input_types.get(inp.name, inp.dtype))
+    return {"float": "float32", "double": "float64"}.get(name, name)  # ONNX's names to numpy's
+
+
 def _pair_inputs(baseline: Model, candidate: Model) -> list[tuple[ModelInput, ModelInput]]:
     """Pair inputs by name, then by role, then by order within a role."""
     pairs: list[tuple[ModelInput, ModelInput]] = []
@@ -154,8 +160,9 @@ def match_models(baseline: Model, candidate: Model) -> InputMatch:
                              f"{b.dtype}; both models must take the same kind of data")
         if a.name != b.name:
             differences.append(f"input '{a.name}' is '{b.name}' in the candidate")
-        if a.dtype != b.dtype:
-            differences.append(f"input '{a.name}' is {a.dtype} in the baseline, {b.dtype} in the candidate")
+        type_a, type_b = _deployed_type(baseline, a), _deployed_type(candidate, b)
+        if type_a != type_b:
+            differences.append(f"input '{a.name}' is {type_a} in the baseline, {type_b} in the candidate")
     paired = {a.name for a, _ in pairs} | {b.name for _, b in pairs}
     for who, model in (("baseline", baseline), ("candidate", candidate)):
         extra = [i.name for i in model.inputs if i.name not in paired]

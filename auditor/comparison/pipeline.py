@@ -17,7 +17,7 @@ from auditor.data import Dataset, check_dataset, load_data
 from auditor.errors import DataError, ModelError
 from auditor.gate import COMPARE_QUANTITIES, DEFAULT_COMPARE_CHECKS, Check, evaluate_gate
 from auditor.model import Model, load_model
-from auditor.runtime import predict_logits, resolve_provider
+from auditor.runtime import deployed_logits, predict_logits, resolve_provider
 
 from .analysis import agreement, compare_classes, compare_overall, flip_groups
 from .inputs import InputMatch, match_models, model_class_names
@@ -159,8 +159,12 @@ def compare(baseline: Source, candidate: Source, data: Dataset | str | os.PathLi
     for role, model, checked in (("baseline", base_model, data_b), ("candidate", cand_model, data_c)):
         say(f"predicting {len(checked)} samples with the {role} ({device})")
         start = time.perf_counter()
-        logits.append(predict_logits(model, checked, batch_size=options.batch_size, provider=device,
-                                     progress=progress))
+        if model.deployed is not None:  # fp16/int8: compare the graph as deployed, not its float32 twin
+            logits.append(deployed_logits(model, checked, batch_size=options.batch_size, provider=device)
+                          .astype(np.float32))
+        else:
+            logits.append(predict_logits(model, checked, batch_size=options.batch_size, provider=device,
+                                         progress=progress))
         timings[f"forward_{role}_s"] = time.perf_counter() - start
     result = _assemble(base_model, cand_model, match, data_b, logits[0], logits[1], options, device, timings)
     if options.interference:

@@ -275,4 +275,19 @@ def method(result: AuditResult) -> dict[str, Any]:
             "candidates": dict(result.candidates), "created": result.created,
             "schema_version": result.schema_version, "basis": result.options.basis,
             "grid": result.options.grid, "n_models": len(models),
-            "resolutions": sorted({fmt_num(m.resolution) for m in models})}
+            "resolutions": sorted({fmt_num(m.resolution) for m in models}), "twin": _twin(result)}
+
+
+def _twin(result: AuditResult) -> dict[str, Any] | None:
+    """The deployed graph beside its float32 twin (fp16 and int8 exports)."""
+    t = result.twin
+    if t is None:
+        return None
+    names = result.class_names
+    rows = [{"name": _name(names, c), "deployed_accuracy": float(t.deployed_accuracy[c]),
+             "twin_accuracy": float(t.twin_accuracy[c]), "deployed_loss": float(t.deployed_loss[c]),
+             "twin_loss": float(t.twin_loss[c])} for c in range(len(t.deployed_loss))]
+    notes = list((result.model.get("twin") or {}).get("notes", []))
+    return {"kind": t.kind, "top1_agreement": t.top1_agreement, "mean_abs_logit_difference":
+            t.mean_abs_logit_difference, "max_abs_logit_difference": t.max_abs_logit_difference,
+            "rows": rows[:2 * LARGE_K], "notes": notes}
