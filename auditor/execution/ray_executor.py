@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,16 +57,33 @@ def ray_address(value: str | None) -> str:
     return value
 
 
-class _Shell:
-    """The body of a Ray actor: one :class:`Worker`, named by its node and index."""
+class _Holder:
+    """Holds the payload's references on the driver's node for the whole run.
 
-    def __init__(self, worker_class: type[Worker], index: int, model: Any, data: Any, gradient_data: Any,
-                 batch_size: int) -> None:
+    A restarting actor reads its payload again; references (and actor handles) passed to
+    actor constructors are what a known Ray bug loses on restart (ray-project/ray#53727),
+    so workers get this holder's name instead and ask it for the references.
+    """
+
+    def __init__(self, refs: tuple[Any, ...]) -> None:
+        self.refs = refs
+
+    def payload(self) -> tuple[Any, ...]:
+        return self.refs
+
+
+class _Shell:
+    """The body of a Ray actor: one :class:`Worker`, named by its node, index and GPU."""
+
+    def __init__(self, worker_class: type[Worker], index: int, holder: str) -> None:
         import ray
 
-        node = ray.get_runtime_context().get_node_id()[:8]
-        payload = Payload(model, data, gradient_data, batch_size)
-        self.worker = worker_class(payload, name=f"ray node {node} actor {index}")
+        refs = ray.get(ray.get_actor(holder).payload.remote())
+        model, data, gradient_data = ray.get(list(refs[:3]))
+        context = ray.get_runtime_context()
+        gpus = ",".join(str(g) for g in context.get_accelerator_ids().get("GPU", []))
+        name = f"ray node {context.get_node_id()[:8]} actor {index}" + (f" gpu {gpus}" if gpus else "")
+        self.worker = worker_class(Payload(model, data, gradient_data, int(refs[3])), name=name)
 
     def ready(self) -> str:
         return self.worker.name
@@ -136,6 +154,8 @@ class RayExecutor(Executor):
         self._ray: ModuleType | None = None
         self._started_ray = False
         self._refs: tuple[Any, ...] = ()
+        self._holder: Any = None
+        self._holder_name = ""
         self._options: list[dict[str, Any]] = []
         self._replacements = 0
         self.description = ""
@@ -149,7 +169,7 @@ class RayExecutor(Executor):
         ray = self._ray = _import_ray()
         if not ray.is_initialized():
             options = {"address": self.address, "include_dashboard": False, "log_to_driver": False,
-                       "logging_level": logging.WARNING, **self.init_options}
+                       "logging_level": logging.ERROR, **self.init_options}
             if self.address != "local":
                 options.pop("include_dashboard")
             ray.init(**options)
@@ -159,13 +179,18 @@ class RayExecutor(Executor):
         use_gpus = bool(n_gpus) if self.gpus is None else self.gpus
         data = ray.put(payload.data)
         gradient_data = data if payload.gradient_data is payload.data else ray.put(payload.gradient_data)
-        # Kept for the whole run: a restarting actor reads its constructor arguments again.
+        # Kept for the whole run, by the driver and by a holder on the driver's node: a
+        # restarting actor reads its payload again.
         self._refs = (ray.put(payload.model), data, gradient_data, payload.batch_size)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self._holder_name = f"auditor-payload-{uuid.uuid4().hex}"
+        self._holder = ray.remote(_Holder).options(num_cpus=0, scheduling_strategy=here,
+                                                   name=self._holder_name).remote(self._refs)
         base: dict[str, Any] = {"max_restarts": self.max_restarts, "max_task_retries": self.max_task_retries,
                                 "num_cpus": 1, "num_gpus": 1 if use_gpus else 0}
         if self.workers is None and not use_gpus:  # one actor per node that has a CPU to give
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
             hosts = [n["NodeID"] for n in nodes if n.get("Resources", {}).get("CPU", 0) >= 1]
             self._options = [{**base, "scheduling_strategy": NodeAffinitySchedulingStrategy(h, soft=True)}
                              for h in hosts]
@@ -180,7 +205,7 @@ class RayExecutor(Executor):
     def _new_actor(self, index: int) -> Any:
         assert self._ray is not None
         cls = self._ray.remote(_Shell).options(**self._options[index])
-        return cls.remote(self.worker_class, index, *self._refs)
+        return cls.remote(self.worker_class, index, self._holder_name)
 
     def _await_actors(self) -> None:
         assert self._ray is not None
@@ -213,7 +238,9 @@ class RayExecutor(Executor):
                     ray.kill(actor, no_restart=True)
                 except Exception:  # already gone (its node died): nothing to stop
                     pass
-        self.actors, self._refs = [], ()
+        if self._holder is not None:
+            ray.kill(self._holder)
+        self.actors, self._refs, self._holder = [], (), None
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
