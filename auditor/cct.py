@@ -260,7 +260,8 @@ def plan_cct(directions: Directions, alphas: Sequence[float] | None = None,
                    zero_index=int(np.flatnonzero(grid == 0.0)[0]))
 
 
-def run_cell(evaluator: Evaluator, direction: Mapping[str, np.ndarray], steps: Sequence[float]) -> list[StepStats]:
+def run_cell(evaluator: Evaluator, direction: Mapping[str, np.ndarray],
+             steps: Sequence[float] | np.ndarray) -> list[StepStats]:
     """Evaluate one cell: the data at ``θ* + step · direction`` for each step, in order."""
     evaluator.set_directions([direction])
     return [evaluator.evaluate([float(step)]) for step in steps]

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -280,7 +279,7 @@ class _OptionalValueCommand(TyperCommand):
     ``--ray`` (last, or followed by another option) gets the value ``local`` before parsing.
     """
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         fixed = []
         for i, arg in enumerate(args):
             fixed.append(arg)

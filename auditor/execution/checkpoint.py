@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,7 +47,7 @@ def digest(*parts: np.ndarray | str | float) -> str:
         if isinstance(part, np.ndarray):
             a = np.ascontiguousarray(part)
             h.update(f"{a.dtype.str}{a.shape}".encode())
-            h.update(memoryview(a).cast("B"))
+            h.update(a.data.cast("B"))
         else:
             h.update(repr(part).encode())
         h.update(b"|")
@@ -78,7 +79,7 @@ class Checkpoint:
         Created if missing; an existing directory must be empty or a checkpoint.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._manifest: dict[str, Any] = {}
 
@@ -168,10 +169,10 @@ class Checkpoint:
                 "give a new directory, or delete this one to start over")
         stats = []
         for n in range(len(loss)):
-            confusion = np.zeros(k * k, dtype=np.int64)
+            flat = np.zeros(k * k, dtype=np.int64)
             span = slice(int(offsets[n]), int(offsets[n + 1]))
-            confusion[index[span]] = value[span]
-            confusion = confusion.reshape(k, k)
+            flat[index[span]] = value[span]
+            confusion = flat.reshape(k, k)
             stats.append(StepStats(loss_sum=loss[n].copy(), count=confusion.sum(axis=1), confusion=confusion))
         return Evaluated(tuple(stats), str(meta["device"]), str(meta["worker"]), float(meta["seconds"]),
                          resumed=True)

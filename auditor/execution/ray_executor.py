@@ -16,6 +16,7 @@ arguments again from the object store.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -37,12 +38,11 @@ __all__ = ["RayExecutor", "ray_address", "RAY_VERSION"]
 RAY_VERSION = "2.60"
 
 
-def _import_ray() -> ModuleType:
+def _import_ray(module: str = "ray") -> ModuleType:
     try:
-        import ray
+        return importlib.import_module(module)
     except ImportError as err:
         raise OptionError("--ray needs Ray: pip install 'auditor[ray]' (on every node of the cluster)") from err
-    return ray
 
 
 def ray_address(value: str | None) -> str:
@@ -76,8 +76,7 @@ class _Shell:
     """The body of a Ray actor: one :class:`Worker`, named by its node, index and GPU."""
 
     def __init__(self, worker_class: type[Worker], index: int, holder: str) -> None:
-        import ray
-
+        ray = _import_ray()
         refs = ray.get(ray.get_actor(holder).payload.remote())
         model, data, gradient_data = ray.get(list(refs[:3]))
         context = ray.get_runtime_context()
@@ -182,9 +181,8 @@ class RayExecutor(Executor):
         # Kept for the whole run, by the driver and by a holder on the driver's node: a
         # restarting actor reads its payload again.
         self._refs = (ray.put(payload.model), data, gradient_data, payload.batch_size)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        affinity = _import_ray("ray.util.scheduling_strategies").NodeAffinitySchedulingStrategy
+        here = affinity(ray.get_runtime_context().get_node_id(), soft=False)
         self._holder_name = f"auditor-payload-{uuid.uuid4().hex}"
         self._holder = ray.remote(_Holder).options(num_cpus=0, scheduling_strategy=here,
                                                    name=self._holder_name).remote(self._refs)
@@ -192,7 +190,7 @@ class RayExecutor(Executor):
                                 "num_cpus": 1, "num_gpus": 1 if use_gpus else 0}
         if self.workers is None and not use_gpus:  # one actor per node that has a CPU to give
             hosts = [n["NodeID"] for n in nodes if n.get("Resources", {}).get("CPU", 0) >= 1]
-            self._options = [{**base, "scheduling_strategy": NodeAffinitySchedulingStrategy(h, soft=True)}
+            self._options = [{**base, "scheduling_strategy": affinity(h, soft=True)}
                              for h in hosts]
         else:
             count = self.workers or n_gpus

@@ -160,7 +160,8 @@ class Worker:
         """One CCT cell: grid steps ``indices`` of ego class ``plan.ego_classes[i]`` along ``direction`` (flat)."""
         return self.steps(provider, strategy, direction, plan.steps(i)[list(indices)])
 
-    def steps(self, provider: str, strategy: str, direction: np.ndarray, steps: Sequence[float]) -> Evaluated:
+    def steps(self, provider: str, strategy: str, direction: np.ndarray,
+              steps: Sequence[float] | np.ndarray) -> Evaluated:
         """The audit data at ``θ* + step · direction`` for each step, in order (``direction`` flat over θ)."""
         start = time.perf_counter()
         evaluator = self.evaluator(provider, strategy)
