@@ -96,6 +96,12 @@ def run_cells(run: AuditRun, cells: Iterable[Cell]) -> Iterator[tuple[Cell, Eval
         yield cell, result
 
 
+def _digest(run: AuditRun, *parts: np.ndarray | str | float) -> str:
+    """The digest of a cell's inputs when there is a checkpoint to check it against (hashing a
+    ResNet-50-sized direction takes ~0.2 s), else ""."""
+    return digest(*parts) if run.checkpoint is not None else ""
+
+
 def _chunks(items: Sequence[int], executor: Executor) -> list[tuple[int, ...]]:
     """Contiguous chunks of classes: one per serial run (one session), a few per worker on a cluster."""
     n = 1 if executor.n_workers <= 1 else min(len(items), 4 * executor.n_workers)
@@ -172,7 +178,7 @@ def run_cct(run: AuditRun, directions: Directions, ego_classes: Sequence[int]) -
 
         def prepare(ship: bool) -> tuple[str, Task | None]:
             d = directions.vector(c)
-            expected = digest("cct", d, plan.steps(i)[list(indices)])
+            expected = _digest(run, "cct", d, plan.steps(i)[list(indices)])
             if not ship:
                 return expected, None
             if not shipped:  # the plan (α grid, step scales) goes to the workers once
@@ -216,7 +222,7 @@ def step_losses(run: AuditRun, directions: Directions, cct: CrossClassTestResult
 
         def prepare(ship: bool) -> tuple[str, Task | None]:
             d = directions.vector(c)
-            expected = digest("step", d, step)
+            expected = _digest(run, "step", d, step)
             task = Task(f"step {step:g} along the direction of class {c}", "steps",
                         (run.device, run.strategy, run.executor.put(d), (step,))) if ship else None
             return expected, task
@@ -233,14 +239,14 @@ def grid_rows(run: AuditRun, a: int, b: int) -> GridRows:
 
     def rows(subset: np.ndarray, axes: Sequence[np.ndarray],
              points: Sequence[Sequence[tuple[float, ...]]]) -> Iterator[tuple[int, Sequence[StepStats]]]:
-        grid = digest("grid", subset, *axes)
+        grid = _digest(run, "grid", subset, *axes)
         shipped: list[object] = []
 
         def cell(i: int) -> Cell:
             label = f"interference-model row {i} of pair {a}/{b}"
 
             def prepare(ship: bool) -> tuple[str, Task | None]:
-                expected = digest(grid, np.asarray(points[i], dtype=np.float64))
+                expected = _digest(run, grid, np.asarray(points[i], dtype=np.float64))
                 if not ship:
                     return expected, None
                 if not shipped:
