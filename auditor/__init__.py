@@ -19,11 +19,13 @@ from .dancing import DanceAnalysis, LabelDancingRecorder, dance_analysis, predic
 from .data import Dataset, check_dataset, load_data  # noqa: E402
 from .errors import (  # noqa: E402
     AuditorError,
+    CheckpointError,
     DataError,
     ModelError,
     OptionError,
     ResultsError,
     UnsupportedNodeError,
+    WorkerError,
 )
 from .gate import Check, GateResult, evaluate_gate  # noqa: E402
 from .gradients import ClassGradients, EgoDirections, class_gradients, ego_directions  # noqa: E402
@@ -35,6 +37,7 @@ from .save import save_audit, save_compare, save_dance  # noqa: E402
 __all__ = [
     "__version__",
     "AuditorError", "DataError", "ModelError", "OptionError", "ResultsError", "UnsupportedNodeError",
+    "CheckpointError", "WorkerError",
     "Model", "Parameter", "load_model",
     "Dataset", "check_dataset", "load_data",
     "ClassGradients", "EgoDirections", "class_gradients", "ego_directions",

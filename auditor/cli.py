@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from .errors import AuditorError, OptionError
 
@@ -246,9 +247,20 @@ def _console() -> Console:
                    highlight=False, markup=False)
 
 
+def _executor(ray: str | None, workers: int | None, device: str) -> Any:
+    """The executor for ``--ray [auto|ADDRESS]`` and ``--ray-workers N`` (None: serial, in this process)."""
+    if ray is None:
+        if workers is not None:
+            raise OptionError("--ray-workers needs --ray (a local Ray) or --ray auto / --ray ADDRESS (a cluster)")
+        return None
+    from .execution import RayExecutor
+
+    return RayExecutor(ray, workers=workers, gpus=False if device == "cpu" else None)
+
+
 def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, options: AuditOptions,
          checks: list[Check], dance: Path | None, report: bool, data_kwargs: dict[str, Any],
-         quiet: bool) -> AuditResult:
+         quiet: bool, executor: Any = None, checkpoint: Path | None = None) -> AuditResult:
     from .audit import run_audit
     from .model import load_model
     from .save import save_audit
@@ -259,13 +271,29 @@ def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, opti
     g = _load_data(gradient_data, data_kwargs) if gradient_data else None
     say(f"auditing {model} ({m.n_classes} classes, {m.n_parameters:,} parameters) on {len(d)} samples")
     result = run_audit(m, d, options, gradient_data=g, gate=checks, dance=dance, log=say, progress=None if not quiet
-                       else False)
+                       else False, executor=executor, checkpoint=checkpoint)
     for path in save_audit(result, out, report=report):
         say(f"wrote {path}")
     return result
 
 
-@app.command()
+class _OptionalValueCommand(TyperCommand):
+    """A command whose ``--ray`` may come without a value (then it means "local").
+
+    Click options take a value or none, not either (Typer has no ``flag_value``), so a bare
+    ``--ray`` (last, or followed by another option) gets the value ``local`` before parsing.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        fixed = []
+        for i, arg in enumerate(args):
+            fixed.append(arg)
+            if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                fixed.append("local")
+        return super().parse_args(ctx, fixed)
+
+
+@app.command(cls=_OptionalValueCommand)
 @_guarded
 def audit(
     model: Annotated[Path, typer.Argument(help="The .onnx classifier.")],
@@ -305,6 +333,14 @@ def audit(
     max_length: MaxLengthOption = 128,
     padding: PaddingOption = "longest",
     report: Annotated[bool, typer.Option(help="Write report.html too.")] = True,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[auto|ADDRESS]",
+        help="Spread the work over Ray: --ray alone starts a local Ray (or joins RAY_ADDRESS), --ray auto joins "
+             "the cluster running here, --ray ADDRESS joins that one. Needs pip install 'auditor[ray]'.")] = None,
+    ray_workers: Annotated[int | None, typer.Option(
+        "--ray-workers", help="Ray workers (default: one per GPU, or one per node without GPUs).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="Write each finished cell here; rerun with the same directory to resume.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
     debug: DebugOption = False,
 ) -> None:
@@ -318,7 +354,7 @@ def audit(
         strategy=strategy, exclude=tuple(exclude or ()))
     checks = _gate_checks(gate, gate_config)
     result = _run(model, data, out, gradient_data=gradient_data, options=options, checks=checks, dance=dance,
-                  report=report, quiet=quiet,
+                  report=report, quiet=quiet, executor=_executor(ray, ray_workers, device), checkpoint=checkpoint,
                   data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
                                            mean=mean, std=std, grayscale=grayscale, text_column=text_column,
                                            tokenizer=tokenizer, max_length=max_length, padding=padding))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from .data import Dataset
     from .model import Model, Parameter
 
-__all__ = ["ClassGradients", "EgoDirections", "GradientStream", "class_gradients", "ego_directions",
-           "gradient_sketches", "unflatten",
+__all__ = ["ClassGradients", "EgoDirections", "EgoDirectionStream", "Directions", "GradientStream",
+           "class_gradients", "ego_directions", "gradient_sketches", "CountSketch", "unflatten",
            "normalize_direction", "default_alpha_max", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("filter", "layer", "global", "none")
@@ -262,26 +262,39 @@ class GradientStream:
             yield c, g
 
 
+class CountSketch:
+    """A count sketch of gradients over θ: each parameter index hashed to one of ``dim`` buckets
+    with a random sign, so inner products (hence cosines) of sketches estimate those of the
+    full gradients. The same ``(n_parameters, dim, seed)`` gives the same hash in any process.
+    """
+
+    def __init__(self, n_parameters: int, dim: int = 2048, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.dim, self.seed = dim, seed
+        self.bucket = rng.integers(0, dim, size=n_parameters)
+        self.sign = rng.choice(np.array([-1.0, 1.0]), size=n_parameters)
+
+    def __call__(self, g: np.ndarray) -> tuple[np.ndarray, float]:
+        """The sketch ``[dim]`` of one flat gradient and its exact norm."""
+        return (np.bincount(self.bucket, weights=self.sign * g, minlength=self.dim),
+                float(np.linalg.norm(g.astype(np.float64))))
+
+
 def gradient_sketches(model: Model, data: Dataset, *, dim: int = 2048, seed: int = 0, batch_size: int = 128,
                       provider: str = "auto", progress: bool | None = None
                       ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """Count sketches of every class gradient, for a cheap conflict screen when K is large.
 
-    Each parameter index is hashed to one of ``dim`` buckets with a random sign, so inner
-    products (hence cosines) of sketches estimate those of the full gradients while
-    memory stays ``K x dim``. Returns the classes, the sketches ``[n, dim]`` and the exact
-    gradient norms.
+    Memory stays ``K x dim`` (see :class:`CountSketch`). Returns the classes, the sketches
+    ``[n, dim]`` and the exact gradient norms.
     """
     stream = GradientStream(model, data, batch_size=batch_size, provider=provider)
-    rng = np.random.default_rng(seed)
-    bucket = rng.integers(0, dim, size=stream.n_parameters)
-    sign = rng.choice(np.array([-1.0, 1.0]), size=stream.n_parameters)
+    sketch = CountSketch(stream.n_parameters, dim, seed)
     sketches = np.zeros((len(stream.classes), dim))
     norms = np.zeros(len(stream.classes))
     with Progress(stream.n_batches, "gradient sketches", enabled=progress) as bar:
         for row, (_, g) in enumerate(stream.run(bar.advance)):
-            sketches[row] = np.bincount(bucket, weights=sign * g, minlength=dim)
-            norms[row] = np.linalg.norm(g.astype(np.float64))
+            sketches[row], norms[row] = sketch(g)
     return tuple(stream.classes), sketches, norms
 
 
@@ -366,7 +379,8 @@ def ego_directions(model: Model, data: Dataset | None = None, *, normalization: 
     A class whose gradient norm is below 1e-12·||θ*|| has no direction: it is listed in
     ``skipped``. Under ``normalization="filter"`` or ``"layer"`` a direction that is zero
     everywhere after normalisation (e.g. only one-dimensional tensors have a gradient and
-    ``include_1d`` is off) is skipped too.
+    ``include_1d`` is off) is skipped too. :class:`EgoDirectionStream` gives the same
+    directions one at a time, without holding them all.
     """
     if normalization not in NORMALIZATIONS:
         raise OptionError(f"unknown normalization {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
@@ -374,25 +388,118 @@ def ego_directions(model: Model, data: Dataset | None = None, *, normalization: 
         if data is None:
             raise OptionError("ego_directions needs data or precomputed gradients")
         gradients = class_gradients(model, data, **gradient_options)
-    weights = model.weights()
-    theta_norm = float(np.sqrt(sum(np.sum(np.square(w, dtype=np.float64)) for w in weights.values())))
     rows, classes, alphas = [], [], []
     skipped: dict[int, str] = {}
+    rule = _DirectionRule(model, normalization, include_1d)
     for c, gn in zip(gradients.classes, gradients.norms()):
-        if gn < _ZERO_GRADIENT * max(theta_norm, 1e-30):
-            skipped[c] = "its loss gradient is zero"
-            continue
-        d = normalize_direction(gradients[c], weights, model.parameters, normalization, include_1d)
-        vec = np.concatenate([d[n].reshape(-1) for n in gradients.names]).astype(np.float32)
-        if not np.any(vec):
-            skipped[c] = f"its direction is zero after {normalization} normalisation"
+        vec, amax, reason = rule.row(gradients, c, float(gn))
+        if vec is None:
+            skipped[c] = reason
             continue
         rows.append(vec)
         classes.append(c)
-        alphas.append(default_alpha_max(normalization, theta_norm, float(gn)))
+        alphas.append(amax)
     flat = np.stack(rows) if rows else np.zeros((0, gradients.flat.shape[1]), np.float32)
     return EgoDirections(classes=tuple(classes), names=gradients.names, shapes=gradients.shapes, flat=flat,
                          normalization=normalization, include_1d=include_1d,
                          alpha_max=np.asarray(alphas, dtype=np.float64), skipped=skipped)
 
 
+class _DirectionRule:
+    """One class's direction from its gradient: the row of :func:`ego_directions`, computed alone."""
+
+    def __init__(self, model: Model, normalization: str, include_1d: bool) -> None:
+        if normalization not in NORMALIZATIONS:
+            raise OptionError(f"unknown normalization {normalization!r}; choose one of "
+                              f"{', '.join(NORMALIZATIONS)}")
+        self.parameters = model.parameters
+        self.weights = model.weights()
+        self.theta_norm = float(np.sqrt(sum(np.sum(np.square(w, dtype=np.float64)) for w in self.weights.values())))
+        self.normalization, self.include_1d = normalization, include_1d
+
+    def row(self, gradients: ClassGradients, c: int, gradient_norm: float) -> tuple[np.ndarray | None, float, str]:
+        """``(d_c flattened as float32, α_max, "")``, or ``(None, nan, why there is none)``."""
+        if gradient_norm < _ZERO_GRADIENT * max(self.theta_norm, 1e-30):
+            return None, float("nan"), "its loss gradient is zero"
+        d = normalize_direction(gradients[c], self.weights, self.parameters, self.normalization, self.include_1d)
+        vec = np.concatenate([d[n].reshape(-1) for n in gradients.names]).astype(np.float32)
+        if not np.any(vec):
+            return None, float("nan"), f"its direction is zero after {self.normalization} normalisation"
+        return vec, default_alpha_max(self.normalization, self.theta_norm, gradient_norm), ""
+
+
+class Directions(Protocol):
+    """What the analyses read from ego directions: the classes, α_max and one direction at a time.
+
+    Both :class:`EgoDirections` (all rows in memory) and :class:`EgoDirectionStream` (each
+    row computed when asked for) provide it.
+    """
+
+    @property
+    def classes(self) -> tuple[int, ...]: ...
+    @property
+    def names(self) -> tuple[str, ...]: ...
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]: ...
+    @property
+    def normalization(self) -> str: ...
+    @property
+    def include_1d(self) -> bool: ...
+    @property
+    def alpha_max(self) -> np.ndarray: ...
+    @property
+    def skipped(self) -> Mapping[int, str]: ...
+    def vector(self, c: int) -> np.ndarray: ...
+    def __getitem__(self, c: int) -> Mapping[str, np.ndarray]: ...
+
+
+class EgoDirectionStream:
+    """The ego directions of :func:`ego_directions`, one at a time: nothing ``[n_ego, P]`` is held.
+
+    Each ``d_c`` is computed from ``g_c`` when asked for (:meth:`vector`), bit for bit the
+    row :func:`ego_directions` would hold, so a large-K audit keeps only the gradients and
+    the directions in use. Construction computes every direction once (and drops it) to
+    know which classes have one.
+
+    Parameters
+    ----------
+    model : Model
+    gradients : ClassGradients
+    normalization : {"filter", "layer", "global", "none"}, default="filter"
+    include_1d : bool, default=False
+    """
+
+    def __init__(self, model: Model, gradients: ClassGradients, normalization: str = "filter",
+                 include_1d: bool = False) -> None:
+        self._rule = _DirectionRule(model, normalization, include_1d)
+        self._gradients = gradients
+        self._norms = dict(zip(gradients.classes, (float(n) for n in gradients.norms())))
+        classes, alphas = [], []
+        skipped: dict[int, str] = {}
+        for c in gradients.classes:
+            vec, amax, reason = self._rule.row(gradients, c, self._norms[c])
+            if vec is None:
+                skipped[c] = reason
+            else:
+                classes.append(c)
+                alphas.append(amax)
+        self.classes: tuple[int, ...] = tuple(classes)
+        self.names, self.shapes = gradients.names, gradients.shapes
+        self.normalization, self.include_1d = normalization, include_1d
+        self.alpha_max = np.asarray(alphas, dtype=np.float64)
+        self.alpha_max.flags.writeable = False
+        self.skipped: Mapping[int, str] = skipped
+
+    def vector(self, c: int) -> np.ndarray:
+        """``d_c`` flattened (parameters concatenated in ``names`` order), float32; computed now."""
+        if int(c) not in self.classes:
+            raise KeyError(c)
+        vec = self._rule.row(self._gradients, int(c), self._norms[int(c)])[0]
+        assert vec is not None
+        return vec
+
+    def __getitem__(self, c: int) -> Mapping[str, np.ndarray]:
+        return unflatten(self.names, self.shapes, self.vector(c))
+
+    def __len__(self) -> int:
+        return len(self.classes)

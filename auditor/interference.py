@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .cct import CrossClassTestResult
-from .gradients import ClassGradients, EgoDirections
+from .gradients import ClassGradients, Directions
 from .serialization import array_from_json, json_array
 
 __all__ = [
@@ -45,19 +45,21 @@ def gradient_conflict(gradients: ClassGradients, n_classes: int) -> np.ndarray:
     return out
 
 
-def first_order_interference(gradients: ClassGradients, directions: EgoDirections, n_classes: int) -> np.ndarray:
-    """``I1[c, c'] = (∇L_c'·d_c) / (-∇L_c·d_c)``, the α → 0 limit of ``I``."""
+def first_order_interference(gradients: ClassGradients, directions: Directions, n_classes: int) -> np.ndarray:
+    """``I1[c, c'] = (∇L_c'·d_c) / (-∇L_c·d_c)``, the α → 0 limit of ``I``.
+
+    One direction at a time, so a stream of directions is never held whole.
+    """
     out = np.full((n_classes, n_classes), np.nan)
     if not directions.classes:
         return out
     g = gradients.flat.astype(np.float64)  # [n_present, P]
-    d = directions.flat.astype(np.float64)  # [n_ego, P]
-    slopes = d @ g.T  # slopes[i, j] = g_{present j} · d_{ego i}
     present = list(gradients.classes)
-    for i, c in enumerate(directions.classes):
-        own = slopes[i, present.index(c)]
+    for c in directions.classes:
+        slopes = g @ directions.vector(c).astype(np.float64)  # slopes[j] = g_{present j} · d_c
+        own = slopes[present.index(c)]
         if own < 0:
-            out[c, present] = slopes[i] / -own
+            out[c, present] = slopes / -own
     return out
 
 
@@ -189,7 +191,7 @@ class InterferenceResult:
                    reasons={int(k): v for k, v in d.get("reasons", {}).items()})
 
 
-def interference(gradients: ClassGradients, directions: EgoDirections, cct: CrossClassTestResult,
+def interference(gradients: ClassGradients, directions: Directions, cct: CrossClassTestResult,
                  evaluate: Callable[[int, float], np.ndarray] | None = None) -> InterferenceResult:
     """All interference matrices of CONCEPTS.md, "Interference"."""
     k = cct.n_classes

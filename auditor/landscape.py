@@ -5,7 +5,7 @@ See CONCEPTS.md, "Flatness per class" and "Interference model of a pair (2-D)".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from .cct import CrossClassTestResult
 from .errors import OptionError
-from .gradients import ClassGradients, EgoDirections, unflatten
+from .gradients import ClassGradients, Directions, unflatten
 from .progress import Progress
 from .runtime import Evaluator, StepStats
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from .model import Model
 from .serialization import array_from_json, json_array
 
-__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "BASES"]
+__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "GridRows",
+           "local_rows", "plane_evaluator", "BASES"]
 
 BASES = ("orthonormal", "gradients")
 PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
@@ -186,11 +187,43 @@ def evaluate_points(evaluator: Evaluator, points: Sequence[Sequence[float]]) -> 
     return [evaluator.evaluate(list(p)) for p in points]
 
 
-def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: EgoDirections | None = None,
+#: ``rows(subset, axes, points)`` evaluates a pair's grid: ``subset`` the sample indices,
+#: ``axes`` the flat float32 axes (1 or 2), ``points[i]`` the coordinates of row ``i``; it
+#: yields ``(i, stats of row i's points)`` in any order (see :func:`local_rows`).
+GridRows = Callable[[np.ndarray, Sequence[np.ndarray], Sequence[Sequence[tuple[float, ...]]]],
+                    Iterable[tuple[int, Sequence[StepStats]]]]
+
+
+def plane_evaluator(model: Model, data: Dataset, subset: np.ndarray, axes: Sequence[np.ndarray], *,
+                    provider: str = "auto", batch_size: int = 256, strategy: str = "auto") -> Evaluator:
+    """An evaluator of ``data.subset(subset)`` at ``θ* + Σ_j p_j · axes[j]`` (axes flat over θ)."""
+    shapes = tuple(p.shape for p in model.parameters)
+    evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
+                          n_directions=len(axes), strategy=strategy)
+    evaluator.set_directions([unflatten(model.parameter_names, shapes, axis) for axis in axes])
+    return evaluator
+
+
+def local_rows(model: Model, data: Dataset, *, provider: str = "auto", batch_size: int = 256,
+               strategy: str = "auto") -> GridRows:
+    """:data:`GridRows` in this process: one evaluator per grid, rows in order."""
+
+    def rows(subset: np.ndarray, axes: Sequence[np.ndarray],
+             points: Sequence[Sequence[tuple[float, ...]]]) -> Iterator[tuple[int, Sequence[StepStats]]]:
+        evaluator = plane_evaluator(model, data, subset, axes, provider=provider, batch_size=batch_size,
+                                    strategy=strategy)
+        for i, row in enumerate(points):
+            yield i, evaluate_points(evaluator, row)
+
+    return rows
+
+
+def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: Directions | None = None,
                        gradients: ClassGradients | None = None, basis: str = "orthonormal",
                        grid: int = 25, alpha_max: float | None = None, learning_rate: float = 0.01,
                        total_samples: int = 2000, provider: str = "auto", batch_size: int = 256,
-                       strategy: str = "auto", progress: bool | None = None) -> InterferenceModel:
+                       strategy: str = "auto", progress: bool | None = None,
+                       rows: GridRows | None = None) -> InterferenceModel:
     """Evaluate the 2-D interference model of classes ``a`` and ``b``.
 
     Parameters
@@ -199,7 +232,7 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     data : Dataset
         Checked audit data.
     a, b : int
-    directions : EgoDirections
+    directions : EgoDirections or EgoDirectionStream
         Needed for the orthonormal basis (both classes must have a direction).
     gradients : ClassGradients
         For the conflict angle, and the axes of the ``"gradients"`` basis.
@@ -212,6 +245,9 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
         η of the gradients basis: s, t over [-10η, 10η].
     total_samples : int, default=2000
         Size of the stratified subsample for the total loss.
+    rows : GridRows, optional
+        Who evaluates the grid rows (default: :func:`local_rows`, in this process); the
+        audit pipeline hands them to its executor.
 
     Returns
     -------
@@ -250,20 +286,18 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
         r = 10 * learning_rate
         s = np.linspace(-r, r, grid)
     t = np.zeros(1) if one_d else s.copy()
-    names, shapes = gradients.names, gradients.shapes
-    directions_j = [unflatten(names, shapes, axis.astype(np.float32)) for axis in (axis0, axis1) if axis is not None]
+    flat_axes = [axis.astype(np.float32) for axis in (axis0, axis1) if axis is not None]
     y = np.asarray(data.y)
     subset = _pair_subset(y, a, b, total_samples)
-    evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
-                          n_directions=len(directions_j), strategy=strategy)
-    evaluator.set_directions(directions_j)
+    points = [[(float(si),) if one_d else (float(si), float(tj)) for tj in t] for si in s]
+    if rows is None:
+        rows = local_rows(model, data, provider=provider, batch_size=batch_size, strategy=strategy)
     pi = np.bincount(y, minlength=k) / len(y)
     shape = (len(s), len(t))
     loss_a, loss_b, acc_a, acc_b, total = (np.full(shape, np.nan) for _ in range(5))
     with Progress(shape[0] * shape[1], f"interference model {a}-{b}", enabled=progress) as bar:
-        for i, si in enumerate(s):
-            row = [(float(si),) if one_d else (float(si), float(tj)) for tj in t]
-            for j, stats in enumerate(evaluate_points(evaluator, row)):
+        for i, row_stats in rows(subset, flat_axes, points):
+            for j, stats in enumerate(row_stats):
                 loss, acc = stats.loss, stats.accuracy
                 loss_a[i, j], loss_b[i, j] = loss[a], loss[b]
                 acc_a[i, j], acc_b[i, j] = acc[a], acc[b]

@@ -3,7 +3,9 @@
 :func:`run_audit` runs them in order and returns an :class:`~auditor.audit.AuditResult`;
 the gate and a label-dancing analysis are part of it, so a Python caller gets what the
 command line writes. Each stage is a function of the :class:`AuditRun` state, timed by
-:meth:`AuditRun.stage`.
+:meth:`AuditRun.stage`. The stages hand their units of work to an executor (in this
+process by default, or on Ray) and may keep finished units in a checkpoint
+(:mod:`auditor.audit.tasks`): one code path, the same numbers either way.
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from auditor.cct import CrossClassTestResult, cross_class_test
+from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
 from auditor.data import Dataset, check_dataset
 from auditor.errors import OptionError
 from auditor.examples import PairExamples, confused_examples
+from auditor.execution import BasePass, Checkpoint, Executor, Payload, SerialExecutor, Task
 from auditor.gate import DEFAULT_CHECKS, Check, evaluate_gate
-from auditor.gradients import ClassGradients, EgoDirections, class_gradients, ego_directions, gradient_sketches
+from auditor.gradients import ClassGradients, EgoDirectionStream
 from auditor.graph import check_gradient_support
 from auditor.interference import InterferenceResult, interference, ranked_pairs
 from auditor.landscape import InterferenceModel, flatness, interference_model
 from auditor.model import Model
-from auditor.runtime import Evaluator, StepStats, deployed_logits, predict_logits, resolve_provider
+from auditor.runtime import StepStats, deployed_logits, predict_logits
 
+from . import tasks
 from .options import LARGE_K_CANDIDATES, MANY_CLASSES, AuditOptions
 from .result import AuditResult, versions
 from .twin_check import TwinCheck, twin_check
@@ -53,7 +57,7 @@ def _quiet(message: str) -> None:
 
 @dataclass
 class AuditRun:
-    """The state one audit's stages share: checked data, the evaluator, the unperturbed pass.
+    """The state one audit's stages share: checked data, the executor, the unperturbed pass.
 
     Attributes
     ----------
@@ -62,11 +66,18 @@ class AuditRun:
         Checked audit data, and the set the gradients come from (``data`` unless given).
     options : AuditOptions
     device : str
-    evaluator : Evaluator
-        Over ``data``; shared by the CCT and the α_s halvings.
+        The provider every unit of work runs on ("cuda" or "cpu"), fixed by the unperturbed pass.
+    executor : Executor
+        Runs the units of work (its workers hold the evaluators).
     base : StepStats
         The unperturbed pass over ``data``.
     class_names : list of str
+    strategy : str
+        The perturbation strategy every worker uses, fixed by the unperturbed pass.
+    strategy_timings : dict of str to float
+        The ``"auto"`` strategy's probe, when it ran.
+    checkpoint : Checkpoint or None
+        Where finished cells are kept.
     timings : dict of str to float
     """
 
@@ -75,9 +86,12 @@ class AuditRun:
     gradient_data: Dataset
     options: AuditOptions
     device: str
-    evaluator: Evaluator
+    executor: Executor
     base: StepStats
     class_names: list[str]
+    strategy: str = "inputs"
+    strategy_timings: Mapping[str, float] = field(default_factory=dict)
+    checkpoint: Checkpoint | None = None
     progress: bool | None = None
     log: Callable[[str], None] = _quiet
     timings: dict[str, float] = field(default_factory=dict)
@@ -100,9 +114,14 @@ class AuditRun:
 
 
 def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data: Dataset | None,
-              progress: bool | None, log: Callable[[str], None]) -> AuditRun:
-    """Check the data once, build the evaluator and run the unperturbed pass."""
-    device = resolve_provider(options.provider)
+              progress: bool | None, log: Callable[[str], None], executor: Executor,
+              checkpoint: str | os.PathLike[str] | None = None) -> AuditRun:
+    """Check the data once, open the checkpoint, start the executor's workers and run the unperturbed pass.
+
+    The unperturbed pass settles the provider and, for ``strategy="auto"``, the strategy;
+    every later unit of work gets both, so all workers compute the same way. A resumed
+    checkpoint brings the ones its first run settled on.
+    """
     data = check_dataset(data, model)
     if gradient_data is not None:
         gradient_data = check_dataset(gradient_data, model, name="gradient data")
@@ -110,18 +129,32 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
         data = data.stratified(options.max_per_class)
         gradient_data = None if gradient_data is None else gradient_data.stratified(options.max_per_class)
     grad_set = gradient_data if gradient_data is not None else data
+    provider, strategy, store = options.provider, options.strategy, None
+    if checkpoint is not None:
+        store = Checkpoint(checkpoint)
+        fixed = store.open(tasks.fingerprint(model, data, grad_set, options))
+        provider, strategy = fixed.get("provider", provider), fixed.get("strategy", strategy)
+        if fixed:
+            log(f"resuming from checkpoint {checkpoint}")
     start = time.perf_counter()
-    evaluator = Evaluator(model, data, provider=device, batch_size=options.batch_size, strategy=options.strategy)
-    evaluator.set_directions([{}])
-    base = evaluator.evaluate([0.0], keep_predictions=True)
-    run = AuditRun(model, data, grad_set, options, device, evaluator, base, _class_names(data, grad_set, model),
-                   progress, log)
+    executor.start(Payload(model, data, grad_set, options.batch_size))
+    run_start = time.perf_counter()
+    if executor.name != "serial":
+        log(f"{getattr(executor, 'description', executor.name)}; workers started in {run_start - start:.1f} s")
+    base = executor.call(Task("unperturbed pass", "base", (provider, strategy)))
+    assert isinstance(base, BasePass)
+    if store is not None:
+        store.fix({"provider": base.device, "strategy": base.strategy})
+    run = AuditRun(model, data, grad_set, options, base.device, executor, base.stats,
+                   _class_names(data, grad_set, model), base.strategy, dict(base.timings), store, progress, log)
     if model.deployed is not None:  # an fp16/int8 export: base metrics are those of the graph as deployed
-        run.log(f"base metrics of the deployed {model.precision} graph beside its float32 twin")
+        log(f"base metrics of the deployed {model.precision} graph beside its float32 twin")
         run.twin, run.deployed = twin_check(
-            model.precision, deployed_logits(model, data, batch_size=options.batch_size, provider=device),
-            predict_logits(model, data, batch_size=options.batch_size, provider=device), data.y, model.n_classes)
-    run.timings["forward_pass_s"] = time.perf_counter() - start
+            model.precision, deployed_logits(model, data, batch_size=options.batch_size, provider=base.device),
+            predict_logits(model, data, batch_size=options.batch_size, provider=base.device), data.y,
+            model.n_classes)
+    run.timings["start_workers_s"] = run_start - start
+    run.timings["forward_pass_s"] = time.perf_counter() - run_start
     return run
 
 
@@ -151,7 +184,7 @@ def select_candidates(confusion: np.ndarray, conflict: np.ndarray | None,
 @dataclass(frozen=True)
 class _Gradients:
     gradients: ClassGradients
-    directions: EgoDirections
+    directions: EgoDirectionStream
     ego_classes: list[int]
     candidates: dict[str, Any]
     screened_norms: Mapping[int, float]
@@ -161,9 +194,7 @@ def _screen_candidates(run: AuditRun, n_candidates: int) -> tuple[tuple[int, ...
     """Many classes: rank pairs by confusion and by an approximate gradient conflict (count
     sketches, K x SKETCH_DIM floats); the candidates' classes become the ego classes."""
     k = run.model.n_classes
-    classes, sketches, norms = gradient_sketches(run.model, run.gradient_data, dim=SKETCH_DIM,
-                                                 batch_size=min(run.options.batch_size, MAX_GRADIENT_BATCH),
-                                                 provider=run.device, progress=run.progress)
+    classes, sketches, norms = tasks.run_sketches(run, SKETCH_DIM, min(run.options.batch_size, MAX_GRADIENT_BATCH))
     approx = np.full((k, k), np.nan)
     lengths = np.linalg.norm(sketches, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -190,11 +221,9 @@ def gradient_stage(run: AuditRun) -> _Gradients:
             ego, candidates, norms = _screen_candidates(run, n_candidates)
         # With few classes every gradient is kept (C and I1 need them all), even when
         # --classes restricts the ego classes; with many, only the candidates' are.
-        gradients = class_gradients(run.model, run.gradient_data,
-                                    batch_size=min(options.batch_size, MAX_GRADIENT_BATCH), provider=run.device,
-                                    classes=ego if norms else None, progress=run.progress)
-    directions = ego_directions(run.model, gradients=gradients, normalization=options.normalization,
-                                include_1d=options.include_1d)
+        gradients = tasks.run_gradients(run, ego if norms else None, min(options.batch_size, MAX_GRADIENT_BATCH))
+    # One direction at a time, computed when used: a large-K audit never holds them all.
+    directions = EgoDirectionStream(run.model, gradients, options.normalization, options.include_1d)
     ego_classes = [c for c in (ego if ego is not None else directions.classes) if c in directions.classes]
     if not ego_classes:
         raise OptionError("no class has an ego direction (every chosen class is absent or has a zero gradient); "
@@ -207,8 +236,7 @@ def cct_stage(run: AuditRun, g: _Gradients) -> CrossClassTestResult:
     n_steps = len(run.options.alphas) - 1 if run.options.alphas else 20
     run.log(f"cross-class test: {len(g.ego_classes)} ego classes x {n_steps} steps on {len(run.data)} samples")
     with run.stage("cct"):
-        return cross_class_test(run.model, run.data, g.directions, run.options.alphas, ego_classes=g.ego_classes,
-                                evaluator=run.evaluator, progress=run.progress)
+        return tasks.run_cct(run, g.directions, g.ego_classes)
 
 
 @dataclass(frozen=True)
@@ -222,12 +250,8 @@ class _Interference:
 def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) -> _Interference:
     """C, I1, I (halving α_s where needed), the pair score, and where the errors are."""
 
-    def evaluate(i: int, alpha: float) -> np.ndarray:
-        run.evaluator.set_directions([g.directions[cct.ego_classes[i]]])
-        return run.evaluator.evaluate([float(alpha * cct.step_scale[i])]).loss
-
     with run.stage("interference"):
-        inter = interference(g.gradients, g.directions, cct, evaluate)
+        inter = interference(g.gradients, g.directions, cct, tasks.step_losses(run, g.directions, cct))
         errors = error_share(run.reported.confusion)
         listed = max(run.options.pairs, TOP_PAIRS_LISTED)
         top_p = [(a, b, float(n)) for a, b, n in errors.pairs[:listed]]
@@ -248,8 +272,8 @@ def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[Int
             models.append(interference_model(
                 run.model, run.data, a, b, directions=g.directions, gradients=g.gradients, basis=options.basis,
                 grid=options.grid, learning_rate=options.learning_rate, total_samples=options.total_samples,
-                provider=run.device, batch_size=options.batch_size, strategy=run.evaluator.strategy,
-                progress=run.progress))
+                provider=run.device, batch_size=options.batch_size, strategy=run.strategy,
+                progress=run.progress, rows=tasks.grid_rows(run, a, b)))
     return models
 
 
@@ -275,7 +299,7 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
     timings = dict(run.timings)
     timings["total_s"] = time.perf_counter() - started
     timings["cct_samples_per_second"] = cct.samples_per_second
-    timings.update({f"strategy_{key}": v for key, v in run.evaluator.timings.items()})
+    timings.update({f"strategy_{key}": v for key, v in run.strategy_timings.items()})
     return AuditResult(
         model=run.model.summary(), data=run.data.describe(k), gradient_data=run.gradient_data.describe(k),
         class_names=run.class_names, options=run.options, loss=reported.loss, accuracy=reported.accuracy,
@@ -298,7 +322,8 @@ def _examples(run: AuditRun, found: _Interference) -> tuple[PairExamples, ...]:
 def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, *,
               gradient_data: Dataset | None = None, gate: Sequence[Check] | None = DEFAULT_CHECKS,
               dance: DanceAnalysis | str | os.PathLike[str] | None = None, progress: bool | None = None,
-              log: Callable[[str], None] | None = None) -> AuditResult:
+              log: Callable[[str], None] | None = None, executor: Executor | None = None,
+              checkpoint: str | os.PathLike[str] | None = None) -> AuditResult:
     """Run every analysis on one model and data set, then the gate.
 
     Parameters
@@ -318,6 +343,14 @@ def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, 
         Progress bars (default: when stderr is a terminal).
     log : callable, optional
         ``log(message)`` for stage messages.
+    executor : Executor, optional
+        Who runs the units of work: :class:`~auditor.execution.SerialExecutor` (default,
+        this process) or :class:`~auditor.execution.RayExecutor` (a Ray cluster). It is
+        started and stopped here. The numbers do not depend on it.
+    checkpoint : path-like, optional
+        A directory where each finished cell is written; a rerun with the same directory
+        reads them back instead of computing them, and refuses a directory made by
+        another audit (:class:`~auditor.errors.CheckpointError`).
 
     Returns
     -------
@@ -338,11 +371,15 @@ def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, 
     check_gradient_support(model)  # an op without a reverse rule fails here, before any work
     analysis = dance_analysis(dance) if isinstance(dance, (str, os.PathLike)) else dance
     started = time.perf_counter()
-    run = start_run(model, data, options, gradient_data, progress, log or _quiet)
-    g = gradient_stage(run)
-    cct = cct_stage(run, g)
-    found = interference_stage(run, g, cct)
-    models = models_stage(run, g, found)
+    executor = executor if executor is not None else SerialExecutor()
+    try:
+        run = start_run(model, data, options, gradient_data, progress, log or _quiet, executor, checkpoint)
+        g = gradient_stage(run)
+        cct = cct_stage(run, g)
+        found = interference_stage(run, g, cct)
+        models = models_stage(run, g, found)
+    finally:
+        executor.stop()
     result = _assemble(run, g, cct, found, models, started)
     if analysis is not None:
         result = result.with_dance(analysis)
