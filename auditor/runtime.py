@@ -258,11 +258,15 @@ class StepStats:
         Samples per true class.
     confusion : ndarray of shape (K, K), int64
         ``confusion[c, k]``: samples of class c predicted as k.
+    soft_confusion : ndarray of shape (K, K), float64, or None
+        ``soft_confusion[c, k] = Σ_{i∈D_c} p_k(x_i)``, the softmax probabilities summed by
+        true class (rows sum to the class counts); only when the pass was asked for it.
     """
 
     loss_sum: np.ndarray
     count: np.ndarray
     confusion: np.ndarray
+    soft_confusion: np.ndarray | None = None
 
     @property
     def loss(self) -> np.ndarray:
@@ -377,8 +381,17 @@ class Evaluator:
         return self._bound
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None) -> StepStats:
-        """One pass over the data (or its first ``limit`` batches) at the given coefficients."""
+    def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None,
+                 soft: bool = False) -> StepStats:
+        """One pass over the data (or its first ``limit`` batches) at the given coefficients.
+
+        With ``soft=True`` the pass also sums the softmax probabilities by true class
+        (:attr:`StepStats.soft_confusion`). They come from the log-probabilities the loss
+        is computed from (an extra output of the same graph), so this costs no extra pass,
+        only their copy to the host and one sum per batch (see
+        ``benchmarks/bench_soft_confusion.py``); the audit asks for it on the unperturbed
+        pass only.
+        """
         coefs = list(coefs) if coefs is not None else [0.0] * self.n_directions
         if len(coefs) != self.n_directions:
             raise OptionError(f"expected {self.n_directions} coefficients, got {len(coefs)}")
@@ -392,16 +405,18 @@ class Evaluator:
         else:
             session = self._session_rebuild(coefs)
             fixed = {}
-        stats = self._run(session, fixed, limit)
+        stats = self._run(session, fixed, limit, soft)
         self.n_evaluations += 1
         self.samples_evaluated += int(stats.count.sum())
         return stats
 
     def _run(self, session: ort.InferenceSession, fixed: Mapping[str, ort.OrtValue],
-             limit: int | None) -> StepStats:
+             limit: int | None, soft: bool = False) -> StepStats:
         k = self.n_classes
         loss_sum = np.zeros(k, dtype=np.float64)
         confusion = np.zeros(k * k, dtype=np.int64)
+        soft_sum = np.zeros(k * k, dtype=np.float64) if soft else None
+        columns = np.arange(k)
         binding = session.io_binding()
         for name, value in fixed.items():
             binding.bind_ortvalue_input(name, value)
@@ -411,14 +426,21 @@ class Evaluator:
                 binding.bind_ortvalue_input(name, value)
             binding.bind_output(G.LOSS, "cpu")
             binding.bind_output(G.PREDICTION, "cpu")
+            if soft_sum is not None:
+                binding.bind_output(G.LOG_PROBABILITIES, "cpu")
             session.run_with_iobinding(binding)
-            loss, pred = (v.numpy() for v in binding.get_outputs())
+            outputs = [v.numpy() for v in binding.get_outputs()]
+            loss, pred = outputs[0], outputs[1]
             n = e - s
             y = self.y[s:e]
             loss_sum += np.bincount(y, weights=loss[:n].astype(np.float64), minlength=k)
             confusion += np.bincount(y * k + pred[:n], minlength=k * k)
+            if soft_sum is not None:
+                p = np.exp(outputs[2][:n].astype(np.float64))
+                soft_sum += np.bincount((y[:, None] * k + columns).ravel(), weights=p.ravel(), minlength=k * k)
         confusion = confusion.reshape(k, k)
-        return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion)
+        return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion,
+                         soft_confusion=None if soft_sum is None else soft_sum.reshape(k, k))
 
     def _choose_strategy(self) -> None:
         """Estimate one full step of each strategy from the first batches; keep the faster.
