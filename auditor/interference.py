@@ -139,7 +139,7 @@ def superseded_pair_score(finite: np.ndarray) -> np.ndarray:
     Ill-conditioned (it inherits I's ``1/L_c``) and ranked pairs of well-learned classes
     first; kept so the validation study can compare it with R.
     """
-    s = np.fmax(finite, finite.T)  # fmax ignores a NaN partner
+    s: np.ndarray = np.fmax(finite, finite.T)  # fmax ignores a NaN partner
     np.fill_diagonal(s, np.nan)
     return s
 
@@ -201,7 +201,7 @@ def pair_score(delta: np.ndarray, loss: float) -> tuple[np.ndarray, np.ndarray]:
     """
     d = np.asarray(delta, dtype=np.float64)
     k = d.shape[0]
-    has_row = np.isfinite(d).any(axis=1)
+    has_row = np.asarray(np.isfinite(d).any(axis=1), dtype=bool)
     both = has_row[:, None] & has_row[None, :]
     one_sided = has_row[:, None] ^ has_row[None, :]
     total = np.where(both, d + d.T, np.where(has_row[:, None], 2 * d, 2 * d.T))
@@ -226,7 +226,7 @@ def ranked_pairs(matrix: np.ndarray, top: int = 10) -> list[tuple[int, int, floa
     a, b = np.triu_indices(k, 1)
     values = np.maximum(np.nan_to_num(matrix[a, b], nan=-np.inf), np.nan_to_num(matrix[b, a], nan=-np.inf))
     order = np.argsort(-values, kind="stable")
-    out = []
+    out: list[tuple[int, int, float]] = []
     for j in order:
         if not np.isfinite(values[j]) or len(out) >= top:
             break
