@@ -37,11 +37,13 @@ def _audit_args(files: dict, *extra: str) -> list[str]:
 def test_audit_writes_complete_results(mlp_files: dict) -> None:
     result = _invoke(*_audit_args(mlp_files, "--gate", "worst_class_accuracy=0:0", "--gate", "max_interference=1e9:1e9"))
     assert result.exit_code == 0, result.output
-    assert "top interfering pairs" in result.output and "gate: PASS" in result.output
+    assert "why: top pairs by pair score R" in result.output and "gate: PASS" in result.output
+    assert "where the errors are: top pairs by pair confusion P" in result.output
     data = json.loads((mlp_files["out"] / "results.json").read_text())
     for key in ("schema_version", "model", "data", "options", "provider", "timings", "versions", "per_class", "cct",
-                "interference", "flatness", "errors", "top_pairs", "interference_models", "gate"):
+                "interference", "flatness", "errors", "top_pairs", "agreement", "interference_models", "gate"):
         assert key in data, key
+    assert data["schema_version"] == "2.0" and data["errors"]["soft_confusion"] is not None
     assert data["class_names"] == ["cat", "dog", "fox", "owl"]
     assert data["provider"] in ("cpu", "cuda")
     assert len(data["interference_models"]) >= 1

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from auditor.agreement import ScoreAgreement, score_agreement
 from auditor.cct import CrossClassTestResult, cross_class_test
 from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
@@ -61,7 +62,8 @@ class AuditRun:
     evaluator : Evaluator
         Over ``data``; shared by the CCT and the α_s halvings.
     base : StepStats
-        The unperturbed pass over ``data``.
+        The unperturbed pass over ``data``, with the soft confusion (softmax
+        probabilities summed by true class, fetched from the same pass).
     class_names : list of str
     timings : dict of str to float
     """
@@ -102,7 +104,7 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
     start = time.perf_counter()
     evaluator = Evaluator(model, data, provider=device, batch_size=options.batch_size, strategy=options.strategy)
     evaluator.set_directions([{}])
-    base = evaluator.evaluate([0.0])
+    base = evaluator.evaluate([0.0], soft=True)
     run = AuditRun(model, data, grad_set, options, device, evaluator, base, _class_names(data, grad_set, model),
                    progress, log)
     run.timings["forward_pass_s"] = time.perf_counter() - start
@@ -201,10 +203,14 @@ class _Interference:
     errors: ErrorShare
     top_interference: list[tuple[int, int, float]]
     top_confusion: list[tuple[int, int, float]]
+    agreement: ScoreAgreement
 
 
 def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) -> _Interference:
-    """C, I1, I (halving α_s where needed), the pair score, and where the errors are."""
+    """C, I1, I (halving α_s where needed), the pair score R, where the errors are, and their agreement.
+
+    "Where the errors are" ranks pairs by P with ties broken by R; "why" ranks them by R.
+    """
 
     def evaluate(i: int, alpha: float) -> np.ndarray:
         run.evaluator.set_directions([g.directions[cct.ego_classes[i]]])
@@ -212,14 +218,15 @@ def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) 
 
     with run.stage("interference"):
         inter = interference(g.gradients, g.directions, cct, evaluate)
-        errors = error_share(run.base.confusion)
+        errors = error_share(run.base.confusion, tiebreak=inter.pair_score, soft_confusion=run.base.soft_confusion)
         listed = max(run.options.pairs, TOP_PAIRS_LISTED)
         top_p = [(a, b, float(n)) for a, b, n in errors.pairs[:listed]]
-        return _Interference(inter, errors, inter.top_pairs(listed), top_p)
+        agreement = score_agreement(inter.pair_score, pair_confusion(run.base.confusion).astype(np.float64))
+        return _Interference(inter, errors, inter.top_pairs(listed), top_p, agreement)
 
 
 def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[InterferenceModel]:
-    """2-D interference models of the top pairs by pair score and by confusion."""
+    """2-D interference models of the top pairs by pair score R and by confusion P."""
     options, names = run.options, run.class_names
     wanted: list[tuple[int, int]] = []
     for a, b, _ in found.top_interference[:options.pairs] + found.top_confusion[:options.pairs]:
@@ -264,8 +271,9 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
         class_names=run.class_names, options=run.options, loss=run.base.loss, accuracy=run.base.accuracy,
         counts=counts, gradient_norm=gnorm, alpha_max=amax, skipped=skipped, cct=cct, interference=found.result,
         flatness=flatness(cct), errors=found.errors, top_pairs_interference=found.top_interference,
-        top_pairs_confusion=found.top_confusion, models=models, candidates=g.candidates, provider=run.device,
-        timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        top_pairs_confusion=found.top_confusion, agreement=found.agreement, models=models, candidates=g.candidates,
+        provider=run.device, timings=timings, versions=versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, *,

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from auditor.agreement import ScoreAgreement
 from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, pair_confusion
 from auditor.dancing import DanceAnalysis
 from auditor.errors import OptionError, ResultsError
-from auditor.gate import GateResult
+from auditor.gate import DEFAULT_CHECKS, Check, GateResult, evaluate_gate
 from auditor.interference import InterferenceResult
 from auditor.landscape import Flatness, InterferenceModel
 
@@ -24,7 +25,9 @@ from .options import AuditOptions
 
 __all__ = ["AuditResult", "SCHEMA_VERSION", "versions"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+#: Older major versions :meth:`AuditResult.from_dict` still reads (see :mod:`auditor.audit.upgrade`).
+READABLE_MAJOR_VERSIONS = ("1", "2")
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +57,12 @@ class AuditResult:
     interference : InterferenceResult
     flatness : Flatness
     errors : ErrorShare
-    top_pairs_interference, top_pairs_confusion : list of (int, int, float)
+    top_pairs_interference : list of (int, int, float)
+        Pairs by the pair score R, largest first ("why": with C and the 2-D models).
+    top_pairs_confusion : list of (int, int, float)
+        Pairs by pair confusion P, ties broken by R ("where the errors are").
+    agreement : ScoreAgreement
+        How far R's ranking agrees with P on the audit data (see :mod:`auditor.agreement`).
     models : list of InterferenceModel
     candidates : dict
         How the ego classes were chosen.
@@ -68,6 +76,8 @@ class AuditResult:
     dance : DanceAnalysis or None
         A label-dancing analysis (see :mod:`auditor.dancing`) with its agreement with this
         audit's pairs, when a log or checkpoints were given.
+    notes : tuple of str
+        How this result was read, when not as written (e.g. upgraded from schema 1.0).
     """
 
     model: Mapping[str, Any]
@@ -87,6 +97,7 @@ class AuditResult:
     errors: ErrorShare
     top_pairs_interference: list[tuple[int, int, float]]
     top_pairs_confusion: list[tuple[int, int, float]]
+    agreement: ScoreAgreement
     models: list[InterferenceModel]
     candidates: Mapping[str, Any]
     provider: str
@@ -96,6 +107,7 @@ class AuditResult:
     dance: DanceAnalysis | None = None
     schema_version: str = SCHEMA_VERSION
     created: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -113,7 +125,7 @@ class AuditResult:
         return c, float(self.accuracy[c])
 
     def agreeing_pairs(self, top: int | None = None) -> list[tuple[int, int]]:
-        """Pairs in both top lists (by S and by confusion), each list cut to ``top`` pairs."""
+        """Pairs in both top lists (by R and by confusion), each list cut to ``top`` pairs."""
         a = {(x, y) for x, y, _ in self.top_pairs_interference[:top]}
         return [(x, y) for x, y, _ in self.top_pairs_confusion[:top] if (x, y) in a]
 
@@ -145,6 +157,7 @@ class AuditResult:
             "flatness": self.flatness.to_dict(), "errors": self.errors.to_dict(),
             "top_pairs": {"interference": [list(p) for p in self.top_pairs_interference],
                           "confusion": [list(p) for p in self.top_pairs_confusion]},
+            "agreement": self.agreement.to_dict(), "notes": list(self.notes),
             "interference_models": [m.to_dict() for m in self.models],
             "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
             "dance": None if self.dance is None else self.dance.to_dict(),
@@ -173,15 +186,22 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditResult:
+        """Read :meth:`to_dict`; a schema-1.0 dict is upgraded first (:mod:`auditor.audit.upgrade`)."""
         from auditor.serialization import array_from_json
 
+        from .upgrade import upgrade_v1
+
         version = str(d.get("schema_version", ""))
-        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        major = version.split(".")[0]
+        if major not in READABLE_MAJOR_VERSIONS:
             raise ResultsError(f"results schema version {version or 'missing'} is not supported (this auditor "
-                               f"reads {SCHEMA_VERSION}); run `auditor audit` again to regenerate results.json")
+                               f"reads {SCHEMA_VERSION} and 1.0); run `auditor audit` again to regenerate "
+                               "results.json")
         try:
+            if major == "1":
+                d = upgrade_v1(d, SCHEMA_VERSION)
             pc = d["per_class"]
-            return cls(
+            result = cls(
                 model=d["model"], data=d["data"], gradient_data=d["gradient_data"],
                 class_names=list(d["class_names"]), options=AuditOptions.from_dict(d["options"]),
                 loss=array_from_json(pc["loss"]), accuracy=array_from_json(pc["accuracy"]),
@@ -192,16 +212,33 @@ class AuditResult:
                 flatness=Flatness.from_dict(d["flatness"]), errors=ErrorShare.from_dict(d["errors"]),
                 top_pairs_interference=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["interference"]],
                 top_pairs_confusion=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["confusion"]],
+                agreement=ScoreAgreement.from_dict(d["agreement"]),
                 models=[InterferenceModel.from_dict(m) for m in d["interference_models"]],
                 candidates=d["candidates"], provider=d["provider"], timings=d["timings"],
                 versions=d["versions"], gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
-                schema_version=version, created=d.get("created", ""))
+                schema_version=str(d["schema_version"]), created=d.get("created", ""),
+                notes=tuple(str(n) for n in d.get("notes", [])))
+            if major == "1":
+                result = result._rechecked()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise ResultsError(f"results.json is incomplete or malformed ({type(err).__name__}: {err}); run "
                                "`auditor audit` again to regenerate it") from err
+        return result
 
+    def _rechecked(self) -> AuditResult:
+        """An upgraded schema-1 result: the dance compared with R, the gate re-evaluated.
 
+        The stored checks keep their bounds, except ``max_interference``, whose schema-1
+        bounds were meant for S: it gets the default bounds for R.
+        """
+        result = self.with_dance(self.dance) if self.dance is not None else self
+        if self.gate is None:
+            return result
+        default = {c.name: c for c in DEFAULT_CHECKS}
+        checks = [default.get(c.name, Check(c.name, c.warn, c.fail)) if c.name == "max_interference"
+                  else Check(c.name, c.warn, c.fail) for c in self.gate.checks]
+        return result.with_gate(evaluate_gate(result, checks))
 
 
 def versions() -> dict[str, str]:
