@@ -278,7 +278,7 @@ def audit(
     include_1d: Annotated[bool, typer.Option("--include-1d", help="Move biases and norm parameters too.")] = False,
     alphas: Annotated[str | None, typer.Option(help="α grid, comma-separated, 0 included.")] = None,
     classes: Annotated[str | None, typer.Option(help="Ego classes, comma-separated ids.")] = None,
-    pairs: Annotated[int, typer.Option(help="Interference models for the top N pairs (by S and by confusion).")] = 3,
+    pairs: Annotated[int, typer.Option(help="Interference models for the top N pairs (by R and by confusion).")] = 3,
     candidates: Annotated[int | None, typer.Option(
         help="With many classes: run the CCT for the classes of the top N pairs only (default 20 when K > 64).")
     ] = None,
