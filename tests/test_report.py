@@ -369,3 +369,5 @@ def test_agreement_text_without_errors(small: AuditResult) -> None:
     none = score_agreement(small.interference.pair_score, np.zeros((5, 5)))
     text = sections.agreement_text(replace(small, agreement=none))
     assert text["verdict"] == "undefined" and "makes no errors on the audit data" in text["text"]
+    undefined = score_agreement(np.full((5, 5), np.nan), np.ones((5, 5)))
+    assert "R is undefined for every pair" in sections.agreement_text(replace(small, agreement=undefined))["text"]

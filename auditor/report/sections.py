@@ -76,7 +76,10 @@ def agreement_text(result: AuditResult) -> dict[str, Any]:
     g = result.agreement
     verdict = g.verdict()
     if verdict == "undefined":
-        if g.n_error_pairs == 0:
+        if g.n_pairs == 0:
+            text = ("R is undefined for every pair (see the method section), so its agreement with the confusion "
+                    "cannot be measured.")
+        elif g.n_error_pairs == 0:
             text = ("This model makes no errors on the audit data, so there is nothing for interference to explain "
                     "here; R still shows which pairs would collide first.")
         else:
