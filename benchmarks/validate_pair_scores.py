@@ -432,6 +432,14 @@ def write_doc(text: str) -> None:
     DOC.write_text(head + text + tail, encoding="utf-8")
 
 
+def write_raw(raw: dict[str, Any]) -> None:
+    """Strict JSON, one run per line."""
+    raw = _nulls(raw)
+    runs = ",\n".join(json.dumps(r, allow_nan=False) for r in raw["runs"])
+    RAW.write_text(f'{{"machine": {json.dumps(raw["machine"])}, "seconds": {raw["seconds"]},\n"runs": [\n{runs}\n]}}\n',
+                   encoding="utf-8")
+
+
 def _nulls(obj: Any, to_nan: bool = False) -> Any:
     """NaN -> None for strict JSON (or, ``to_nan``, None -> NaN when reading it back)."""
     if isinstance(obj, dict):
@@ -478,8 +486,7 @@ def main() -> None:
     print(text)
     if not args.quick:
         write_doc(text)
-        RAW.write_text(json.dumps(_nulls({"machine": machine(), "seconds": seconds, "runs": runs}), indent=1,
-                                  allow_nan=False), encoding="utf-8")
+        write_raw({"machine": machine(), "seconds": seconds, "runs": runs})
         print(f"wrote {DOC} and {RAW}")
 
 
