@@ -201,28 +201,32 @@ def _gate_checks(gate: list[str] | None, gate_config: Path | None, *,
 
 
 def _print_summary(result: AuditResult) -> None:
-    """The audit's headline numbers and top pairs, as rich tables on stdout."""
+    """The audit's headline numbers, top pairs (where: by P; why: by R) and R's agreement with P."""
     from rich.table import Table
 
     names = result.class_names
     worst, worst_acc = result.worst_class()
     out = _console()
     out.print(f"overall accuracy {result.overall_accuracy:.3f}; worst class {names[worst]} ({worst_acc:.3f})")
-    table = Table(title="top interfering pairs (S = max(I[a,b], I[b,a]): loss one class gains per unit the "
-                        "other sheds)", title_justify="left")
-    for column, justify in (("class a", "left"), ("class b", "left"), ("S", "right"), ("confused", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
     confusion = result.errors.confusion
-    for a, b, score in result.top_pairs_interference[:5]:
-        table.add_row(names[a], names[b], f"{score:.3f}", str(int(confusion[a, b] + confusion[b, a])))
-    if result.top_pairs_interference:
-        out.print(table)
-    else:
-        out.print("top interfering pairs: none (no ego loss fell along its direction)")
-    agree = result.agreeing_pairs(top=5)
-    if agree:
-        out.print("in both top-5 lists (interference and confusion): "
-                  + ", ".join(f"{names[a]}/{names[b]}" for a, b in agree))
+    score = result.interference.pair_score
+    where = Table(title="where the errors are: top pairs by pair confusion P (ties by R)", title_justify="left")
+    why = Table(title="why: top pairs by pair score R (loss each class gains from the other's first step, / mean "
+                      "loss)", title_justify="left")
+    for table, first in ((where, "P"), (why, "R")):
+        for column, justify in (("class a", "left"), ("class b", "left"), (first, "right"),
+                                ("R" if first == "P" else "P", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for a, b, n in result.top_pairs_confusion[:5]:
+        where.add_row(names[a], names[b], str(int(n)), f"{score[a, b]:.3f}")
+    for a, b, r in result.top_pairs_interference[:5]:
+        why.add_row(names[a], names[b], f"{r:.3f}", str(int(confusion[a, b] + confusion[b, a])))
+    out.print(where if result.top_pairs_confusion else "where the errors are: no errors on the audit data")
+    out.print(why if result.top_pairs_interference else "why: no pair has a defined pair score R")
+    g = result.agreement
+    if g.verdict() != "undefined":
+        out.print(f"interference explains {g.verdict()} of the confusion: precision@{g.k} {g.precision_at_k:.2f}, "
+                  f"AUC {g.auc:.2f}, Spearman {g.spearman:.2f} (R against P over {g.n_pairs} pairs)")
 
 
 def _print_gate(gate: GateResult | None) -> None:
@@ -307,7 +311,7 @@ def audit(
     include_1d: Annotated[bool, typer.Option("--include-1d", help="Move biases and norm parameters too.")] = False,
     alphas: Annotated[str | None, typer.Option(help="α grid, comma-separated, 0 included.")] = None,
     classes: Annotated[str | None, typer.Option(help="Ego classes, comma-separated ids.")] = None,
-    pairs: Annotated[int, typer.Option(help="Interference models for the top N pairs (by S and by confusion).")] = 3,
+    pairs: Annotated[int, typer.Option(help="Interference models for the top N pairs (by R and by confusion).")] = 3,
     candidates: Annotated[int | None, typer.Option(
         help="With many classes: run the CCT for the classes of the top N pairs only (default 20 when K > 64).")
     ] = None,

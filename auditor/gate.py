@@ -137,6 +137,7 @@ def _top_pair_error_share(r: AuditResult) -> float:
 
 
 def _max_interference(r: AuditResult) -> float:
+    """The largest pair score R (never I or I1: they inherit the 1/L_c conditioning)."""
     s = r.interference.pair_score
     values = s[np.isfinite(s)]
     return float(values.max()) if values.size else math.nan
@@ -155,16 +156,21 @@ AUDIT_QUANTITIES: dict[str, Quantity[AuditResult]] = {q.name: q for q in (
     Quantity("overall_accuracy", "min", "accuracy over all audit samples at θ*", lambda r: r.overall_accuracy),
     Quantity("top_pair_error_share", "max", "share of all errors carried by the most confused pair",
              _top_pair_error_share),
-    Quantity("max_interference", "max", "largest pair score S (finite-step interference)", _max_interference),
+    Quantity("max_interference", "max", "largest pair score R (loss a pair's classes gain from each other's first "
+             "step, relative to the mean loss)", _max_interference),
     Quantity("late_dance_rate", "max", "largest per-class dance rate over the last half of training",
              _late_dance_rate),
 )}
 
 #: Checks applied when none are given: loose bounds that flag a clearly broken model.
+#: ``max_interference`` (max R) is an outlier flag, not a quality measure: over the 120
+#: models of the validation study (docs/validation.md) max R rises as a model fits
+#: (median 4.4, 95th percentile 21, largest 39; under-trained models 0.03 to 0.16), so
+#: it warns above nearly every model measured and fails far beyond any.
 DEFAULT_CHECKS = (
     Check("worst_class_accuracy", warn=0.9, fail=0.5),
     Check("top_pair_error_share", warn=0.5, fail=0.9),
-    Check("max_interference", warn=5.0, fail=50.0),
+    Check("max_interference", warn=25.0, fail=100.0),
     Check("late_dance_rate", warn=0.05, fail=0.25),
 )
 

@@ -35,6 +35,7 @@ __all__ = [
     "LABELS",
     "LOSS",
     "PREDICTION",
+    "LOG_PROBABILITIES",
     "TARGET",
     "TOTAL_LOSS",
 ]
@@ -43,6 +44,7 @@ LOGITS = "auditor_logits"
 LABELS = "auditor_labels"
 LOSS = "auditor_loss"  # per-sample cross-entropy, [B]
 PREDICTION = "auditor_prediction"  # argmax, ties to the lowest index, [B]
+LOG_PROBABILITIES = "auditor_logp"  # log-softmax of LOGITS, [B, K]: computed for LOSS anyway
 TARGET = "auditor_target"  # per-sample class weights for the gradient loss, [B, K]
 TOTAL_LOSS = "auditor_total_loss"  # scalar, the differentiated loss
 TARGET_OPSET = 17
@@ -285,9 +287,9 @@ def _with_logits(model: Any, *, keep_weights: bool = True) -> onnx.ModelProto:
 def _loss_nodes() -> list[onnx.NodeProto]:
     """Per-sample cross-entropy and argmax over LOGITS (opset >= 13 forms)."""
     return [
-        helper.make_node("LogSoftmax", [LOGITS], ["auditor_logp"], axis=1),
+        helper.make_node("LogSoftmax", [LOGITS], [LOG_PROBABILITIES], axis=1),
         helper.make_node("Unsqueeze", [LABELS, "auditor_axis1"], ["auditor_labels2"]),
-        helper.make_node("GatherElements", ["auditor_logp", "auditor_labels2"], ["auditor_picked"], axis=1),
+        helper.make_node("GatherElements", [LOG_PROBABILITIES, "auditor_labels2"], ["auditor_picked"], axis=1),
         helper.make_node("Neg", ["auditor_picked"], ["auditor_nll"]),
         helper.make_node("Squeeze", ["auditor_nll", "auditor_axis1"], [LOSS]),
         helper.make_node("ArgMax", [LOGITS], [PREDICTION], axis=1, keepdims=0, select_last_index=0),
@@ -297,7 +299,10 @@ def _loss_nodes() -> list[onnx.NodeProto]:
 def evaluation_graph(model: Any, *, keep_weights: bool = True, with_loss: bool = True) -> onnx.ModelProto:
     """Logits -> per-sample loss (LOSS) and prediction (PREDICTION), given LABELS.
 
-    With ``with_loss=False`` the only output is LOGITS. With ``keep_weights=False`` the
+    The log-probabilities the loss is computed from are a third output
+    (LOG_PROBABILITIES), fetched only when asked for (the soft confusion of the
+    unperturbed pass); leaving an output unbound costs no computation. With
+    ``with_loss=False`` the only output is LOGITS. With ``keep_weights=False`` the
     parameter initializers are left out (a session gets them separately).
     """
     m = _with_logits(model, keep_weights=keep_weights)
@@ -309,7 +314,8 @@ def evaluation_graph(model: Any, *, keep_weights: bool = True, with_loss: bool =
     g.input.append(helper.make_tensor_value_info(LABELS, TensorProto.INT64, [None]))
     del g.output[:]
     g.output.extend([helper.make_tensor_value_info(LOSS, TensorProto.FLOAT, None),
-                     helper.make_tensor_value_info(PREDICTION, TensorProto.INT64, None)])
+                     helper.make_tensor_value_info(PREDICTION, TensorProto.INT64, None),
+                     helper.make_tensor_value_info(LOG_PROBABILITIES, TensorProto.FLOAT, None)])
     _cast_float_head(m, model)
     return m
 

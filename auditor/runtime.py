@@ -305,23 +305,32 @@ class StepStats:
         ``confusion[c, k]``: samples of class c predicted as k.
     predictions : ndarray of shape (N,), int64, or None
         Each sample's predicted class, when asked for (``evaluate(..., keep_predictions=True)``).
+    soft_confusion : ndarray of shape (K, K), float64, or None
+        ``soft_confusion[c, k] = Σ_{i∈D_c} p_k(x_i)``, the softmax probabilities summed by
+        true class (rows sum to the class counts); only when the pass was asked for it.
     """
 
     loss_sum: np.ndarray
     count: np.ndarray
     confusion: np.ndarray
     predictions: np.ndarray | None = None
+    soft_confusion: np.ndarray | None = None
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, y: np.ndarray, n_classes: int) -> StepStats:
-        """The same sums from logits ``[N, K]`` (float64 cross-entropy; argmax ties to the lowest index)."""
+        """The same sums from logits ``[N, K]`` (float64 cross-entropy; argmax ties to the lowest index),
+        with the predictions and the softmax sums."""
         z = np.asarray(logits, dtype=np.float64)
         top = z.max(axis=1, keepdims=True)
-        loss = (top[:, 0] + np.log(np.exp(z - top).sum(axis=1))) - z[np.arange(len(y)), y]
+        logp = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
+        loss = -logp[np.arange(len(y)), y]
         pred = z.argmax(axis=1)
-        confusion = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-        return cls(loss_sum=np.bincount(y, weights=loss, minlength=n_classes), count=confusion.sum(axis=1),
-                   confusion=confusion.astype(np.int64), predictions=pred.astype(np.int64))
+        k = n_classes
+        confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+        soft = np.zeros((k, k))
+        np.add.at(soft, y, np.exp(logp))
+        return cls(loss_sum=np.bincount(y, weights=loss, minlength=k), count=confusion.sum(axis=1),
+                   confusion=confusion.astype(np.int64), predictions=pred.astype(np.int64), soft_confusion=soft)
 
     @property
     def loss(self) -> np.ndarray:
@@ -437,10 +446,16 @@ class Evaluator:
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None,
-                 keep_predictions: bool = False) -> StepStats:
+                 keep_predictions: bool = False, soft: bool = False) -> StepStats:
         """One pass over the data (or its first ``limit`` batches) at the given coefficients.
 
-        With ``keep_predictions`` the result also holds every sample's predicted class.
+        With ``keep_predictions`` the result also holds every sample's predicted class. With
+        ``soft=True`` the pass also sums the softmax probabilities by true class
+        (:attr:`StepStats.soft_confusion`). They come from the log-probabilities the loss
+        is computed from (an extra output of the same graph), so this costs no extra pass,
+        only their copy to the host and one sum per batch (see
+        ``benchmarks/bench_soft_confusion.py``); the audit asks for both on the unperturbed
+        pass only.
         """
         coefs = list(coefs) if coefs is not None else [0.0] * self.n_directions
         if len(coefs) != self.n_directions:
@@ -455,17 +470,19 @@ class Evaluator:
         else:
             session = self._session_rebuild(coefs)
             fixed = {}
-        stats = self._run(session, fixed, limit, keep_predictions)
+        stats = self._run(session, fixed, limit, keep_predictions, soft)
         self.n_evaluations += 1
         self.samples_evaluated += int(stats.count.sum())
         return stats
 
     def _run(self, session: ort.InferenceSession, fixed: Mapping[str, ort.OrtValue],
-             limit: int | None, keep_predictions: bool = False) -> StepStats:
+             limit: int | None, keep_predictions: bool = False, soft: bool = False) -> StepStats:
         k = self.n_classes
         loss_sum = np.zeros(k, dtype=np.float64)
         confusion = np.zeros(k * k, dtype=np.int64)
         kept: list[np.ndarray] = []
+        soft_sum = np.zeros(k * k, dtype=np.float64) if soft else None
+        columns = np.arange(k)
         binding = session.io_binding()
         for name, value in fixed.items():
             binding.bind_ortvalue_input(name, value)
@@ -475,17 +492,24 @@ class Evaluator:
                 binding.bind_ortvalue_input(name, value)
             binding.bind_output(G.LOSS, "cpu")
             binding.bind_output(G.PREDICTION, "cpu")
+            if soft_sum is not None:
+                binding.bind_output(G.LOG_PROBABILITIES, "cpu")
             session.run_with_iobinding(binding)
-            loss, pred = (v.numpy() for v in binding.get_outputs())
+            outputs = [v.numpy() for v in binding.get_outputs()]
+            loss, pred = outputs[0], outputs[1]
             n = e - s
             y = self.y[s:e]
             loss_sum += np.bincount(y, weights=loss[:n].astype(np.float64), minlength=k)
             confusion += np.bincount(y * k + pred[:n], minlength=k * k)
             if keep_predictions:
                 kept.append(pred[:n].astype(np.int64))
+            if soft_sum is not None:
+                p = np.exp(outputs[2][:n].astype(np.float64))
+                soft_sum += np.bincount((y[:, None] * k + columns).ravel(), weights=p.ravel(), minlength=k * k)
         confusion = confusion.reshape(k, k)
         return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion,
-                         predictions=np.concatenate(kept) if keep_predictions else None)
+                         predictions=np.concatenate(kept) if keep_predictions else None,
+                         soft_confusion=None if soft_sum is None else soft_sum.reshape(k, k))
 
     def _choose_strategy(self) -> None:
         """Estimate one full step of each strategy from the first batches; keep the faster.

@@ -31,7 +31,7 @@ class AuditOptions:
     classes : tuple of int or None
         Restrict the ego classes.
     pairs : int, default=3
-        Interference models for the top ``pairs`` pairs by S and by confusion.
+        Interference models for the top ``pairs`` pairs by the pair score R and by confusion.
     candidates : int or None
         With many classes, run the CCT only for the classes of the top ``candidates``
         pairs by confusion and by gradient conflict (default: all classes when K <= 64,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from auditor.agreement import ScoreAgreement, score_agreement
 from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
@@ -70,7 +71,8 @@ class AuditRun:
     executor : Executor
         Runs the units of work (its workers hold the evaluators).
     base : StepStats
-        The unperturbed pass over ``data``.
+        The unperturbed pass over ``data``, with the soft confusion (softmax
+        probabilities summed by true class, fetched from the same pass).
     class_names : list of str
     strategy : str
         The perturbation strategy every worker uses, fixed by the unperturbed pass.
@@ -245,21 +247,27 @@ class _Interference:
     errors: ErrorShare
     top_interference: list[tuple[int, int, float]]
     top_confusion: list[tuple[int, int, float]]
+    agreement: ScoreAgreement
 
 
 def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) -> _Interference:
-    """C, I1, I (halving α_s where needed), the pair score, and where the errors are."""
+    """C, I1, I (halving α_s where needed), the pair score R, where the errors are, and their agreement.
+
+    "Where the errors are" ranks pairs by P with ties broken by R; "why" ranks them by R.
+    """
 
     with run.stage("interference"):
         inter = interference(g.gradients, g.directions, cct, tasks.step_losses(run, g.directions, cct))
-        errors = error_share(run.reported.confusion)
+        errors = error_share(run.reported.confusion, tiebreak=inter.pair_score,
+                             soft_confusion=run.reported.soft_confusion)
         listed = max(run.options.pairs, TOP_PAIRS_LISTED)
         top_p = [(a, b, float(n)) for a, b, n in errors.pairs[:listed]]
-        return _Interference(inter, errors, inter.top_pairs(listed), top_p)
+        agreement = score_agreement(inter.pair_score, pair_confusion(run.reported.confusion).astype(np.float64))
+        return _Interference(inter, errors, inter.top_pairs(listed), top_p, agreement)
 
 
 def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[InterferenceModel]:
-    """2-D interference models of the top pairs by pair score and by confusion."""
+    """2-D interference models of the top pairs by pair score R and by confusion P."""
     options, names = run.options, run.class_names
     wanted: list[tuple[int, int]] = []
     for a, b, _ in found.top_interference[:options.pairs] + found.top_confusion[:options.pairs]:
@@ -305,8 +313,9 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
         class_names=run.class_names, options=run.options, loss=reported.loss, accuracy=reported.accuracy,
         counts=counts, gradient_norm=gnorm, alpha_max=amax, skipped=skipped, cct=cct, interference=found.result,
         flatness=flatness(cct), errors=found.errors, top_pairs_interference=found.top_interference,
-        top_pairs_confusion=found.top_confusion, models=models, candidates=g.candidates, provider=run.device,
-        timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        top_pairs_confusion=found.top_confusion, agreement=found.agreement, models=models, candidates=g.candidates,
+        provider=run.device, timings=timings, versions=versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         examples=_examples(run, found), twin=run.twin)
 
 

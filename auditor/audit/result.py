@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from auditor.agreement import ScoreAgreement
 from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, pair_confusion
 from auditor.dancing import DanceAnalysis
 from auditor.errors import OptionError, ResultsError
 from auditor.examples import PairExamples
-from auditor.gate import GateResult
+from auditor.gate import DEFAULT_CHECKS, Check, GateResult, evaluate_gate
 from auditor.interference import InterferenceResult
 from auditor.landscape import Flatness, InterferenceModel
 
@@ -26,7 +27,9 @@ from .twin_check import TwinCheck
 
 __all__ = ["AuditResult", "SCHEMA_VERSION", "versions"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+#: Older major versions :meth:`AuditResult.from_dict` still reads (see :mod:`auditor.audit.upgrade`).
+READABLE_MAJOR_VERSIONS = ("1", "2")
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +59,12 @@ class AuditResult:
     interference : InterferenceResult
     flatness : Flatness
     errors : ErrorShare
-    top_pairs_interference, top_pairs_confusion : list of (int, int, float)
+    top_pairs_interference : list of (int, int, float)
+        Pairs by the pair score R, largest first ("why": with C and the 2-D models).
+    top_pairs_confusion : list of (int, int, float)
+        Pairs by pair confusion P, ties broken by R ("where the errors are").
+    agreement : ScoreAgreement
+        How far R's ranking agrees with P on the audit data (see :mod:`auditor.agreement`).
     models : list of InterferenceModel
     candidates : dict
         How the ego classes were chosen.
@@ -76,6 +84,8 @@ class AuditResult:
         For an fp16 or int8 export: its deployed graph's base metrics (which ``loss``,
         ``accuracy`` and ``errors`` hold) beside those of the float32 twin the gradients
         and the CCT ran on.
+    notes : tuple of str
+        How this result was read, when not as written (e.g. upgraded from schema 1.0).
     """
 
     model: Mapping[str, Any]
@@ -95,6 +105,7 @@ class AuditResult:
     errors: ErrorShare
     top_pairs_interference: list[tuple[int, int, float]]
     top_pairs_confusion: list[tuple[int, int, float]]
+    agreement: ScoreAgreement
     models: list[InterferenceModel]
     candidates: Mapping[str, Any]
     provider: str
@@ -106,6 +117,7 @@ class AuditResult:
     created: str = ""
     examples: tuple[PairExamples, ...] = ()
     twin: TwinCheck | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -123,7 +135,7 @@ class AuditResult:
         return c, float(self.accuracy[c])
 
     def agreeing_pairs(self, top: int | None = None) -> list[tuple[int, int]]:
-        """Pairs in both top lists (by S and by confusion), each list cut to ``top`` pairs."""
+        """Pairs in both top lists (by R and by confusion), each list cut to ``top`` pairs."""
         a = {(x, y) for x, y, _ in self.top_pairs_interference[:top]}
         return [(x, y) for x, y, _ in self.top_pairs_confusion[:top] if (x, y) in a]
 
@@ -155,6 +167,7 @@ class AuditResult:
             "flatness": self.flatness.to_dict(), "errors": self.errors.to_dict(),
             "top_pairs": {"interference": [list(p) for p in self.top_pairs_interference],
                           "confusion": [list(p) for p in self.top_pairs_confusion]},
+            "agreement": self.agreement.to_dict(), "notes": list(self.notes),
             "interference_models": [m.to_dict() for m in self.models],
             "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
             "dance": None if self.dance is None else self.dance.to_dict(),
@@ -185,13 +198,20 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditResult:
+        """Read :meth:`to_dict`; a schema-1.0 dict is upgraded first (:mod:`auditor.audit.upgrade`)."""
         from auditor.serialization import array_from_json
 
+        from .upgrade import upgrade_v1
+
         version = str(d.get("schema_version", ""))
-        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        major = version.split(".")[0]
+        if major not in READABLE_MAJOR_VERSIONS:
             raise ResultsError(f"results schema version {version or 'missing'} is not supported (this auditor "
-                               f"reads {SCHEMA_VERSION}); run `auditor audit` again to regenerate results.json")
+                               f"reads {SCHEMA_VERSION} and 1.0); run `auditor audit` again to regenerate "
+                               "results.json")
         try:
+            if major == "1":
+                d = upgrade_v1(d, SCHEMA_VERSION)
             pc = d["per_class"]
             result = cls(
                 model=_mapping(d, "model"), data=_mapping(d, "data"), gradient_data=_mapping(d, "gradient_data"),
@@ -205,20 +225,24 @@ class AuditResult:
                 flatness=Flatness.from_dict(d["flatness"]), errors=ErrorShare.from_dict(d["errors"]),
                 top_pairs_interference=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["interference"]],
                 top_pairs_confusion=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["confusion"]],
+                agreement=ScoreAgreement.from_dict(d["agreement"]),
                 models=[InterferenceModel.from_dict(m) for m in d["interference_models"]],
                 candidates=_mapping(d, "candidates"), provider=_text(d, "provider"),
                 timings={str(k): float(v) for k, v in _mapping(d, "timings").items()},
                 versions={str(k): str(v) for k, v in _mapping(d, "versions").items()},
                 gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
-                schema_version=version, created=str(d.get("created", "")),
+                schema_version=str(d["schema_version"]), created=str(d.get("created", "")),
                 examples=tuple(PairExamples.from_dict(e) for e in d.get("examples", ())),
-                twin=None if d.get("twin") is None else TwinCheck.from_dict(d["twin"]))
+                twin=None if d.get("twin") is None else TwinCheck.from_dict(d["twin"]),
+                notes=tuple(str(n) for n in d.get("notes", [])))
             result.check_shapes()
-            return result
+            if major == "1":
+                result = result._rechecked()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise ResultsError(f"results.json is incomplete or malformed ({type(err).__name__}: {err}); run "
                                "`auditor audit` again to regenerate it") from err
+        return result
 
     def check_shapes(self) -> None:
         """Every array agrees with K, the α grid and the ego classes (ValueError if not)."""
@@ -238,6 +262,19 @@ class AuditResult:
         if any(not 0 <= c < k for c in classes):
             raise ValueError(f"a class id outside 0..{k - 1}")
 
+    def _rechecked(self) -> AuditResult:
+        """An upgraded schema-1 result: the dance compared with R, the gate re-evaluated.
+
+        The stored checks keep their bounds, except ``max_interference``, whose schema-1
+        bounds were meant for S: it gets the default bounds for R.
+        """
+        result = self.with_dance(self.dance) if self.dance is not None else self
+        if self.gate is None:
+            return result
+        default = {c.name: c for c in DEFAULT_CHECKS}
+        checks = [default.get(c.name, Check(c.name, c.warn, c.fail)) if c.name == "max_interference"
+                  else Check(c.name, c.warn, c.fail) for c in self.gate.checks]
+        return result.with_gate(evaluate_gate(result, checks))
 
 def _mapping(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = d[key]

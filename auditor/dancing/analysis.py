@@ -172,7 +172,8 @@ class DanceAnalysis:
         Parameters
         ----------
         pair_score : ndarray of shape (K, K), optional
-            The audit's pair score (NaN where undefined); symmetrised with ``fmax(S, Sᵀ)``.
+            The audit's pair score R (NaN where undefined); symmetrised with ``fmax(R, Rᵀ)``, which
+            leaves a symmetric score unchanged.
         pair_confusion : ndarray of shape (K, K), optional
             P of an audit.
         top_k : int, default=10

@@ -152,7 +152,8 @@ class Worker:
         """The unperturbed pass; with ``strategy="auto"`` it times both strategies and keeps the faster."""
         evaluator = self.evaluator(provider, strategy)
         evaluator.set_directions([{}])
-        stats = evaluator.evaluate([0.0], keep_predictions=True)  # per-sample predictions: the report's examples
+        # per-sample predictions (the report's examples) and the soft confusion Q, from the same pass
+        stats = evaluator.evaluate([0.0], keep_predictions=True, soft=True)
         return BasePass(stats, evaluator.device, evaluator.strategy, dict(evaluator.timings), self.name)
 
     def cct_cell(self, provider: str, strategy: str, plan: CCTPlan, i: int, indices: Sequence[int],

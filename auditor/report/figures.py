@@ -165,12 +165,19 @@ def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str], *, row_total
     return to_data_uri(fig)
 
 
-def interference_heatmaps(first_order: np.ndarray, finite: np.ndarray, labels: Sequence[str]) -> str:
-    """I1 and I side by side on one diverging colour scale centred at 0 (diagonal blank)."""
+def interference_heatmaps(first_order: np.ndarray, finite: np.ndarray, labels: Sequence[str],
+                          marked: Sequence[bool] | None = None) -> str:
+    """I1 and I side by side on one diverging colour scale centred at 0 (diagonal blank).
+
+    Rows flagged in ``marked`` (ill-conditioned: tiny ego loss) get a "†" before their
+    label, and the colour scale is set by the other rows so that they do not wash it out.
+    """
     mats = [np.array(first_order, dtype=np.float64), np.array(finite, dtype=np.float64)]
     for m in mats:
         np.fill_diagonal(m, np.nan)
-    both = np.concatenate([m[np.isfinite(m)] for m in mats])
+    flags = np.zeros(len(labels), dtype=bool) if marked is None else np.asarray(marked, dtype=bool)
+    scaled = [m[~flags] if (~flags).any() else m for m in mats]
+    both = np.concatenate([m[np.isfinite(m)] for m in scaled])
     span = float(np.max(np.abs(both))) if both.size else 1.0
     span = span if span > 0 else 1.0
     norm = mcolors.Normalize(-span, span)
@@ -181,9 +188,10 @@ def interference_heatmaps(first_order: np.ndarray, finite: np.ndarray, labels: S
     with matplotlib.rc_context(FONT):
         axes = fig.subplots(1, 2)
         im = None
+        rows = [f"† {s}" if f else s for s, f in zip(labels, flags)]
         for ax, m, t in zip(axes, mats, ("first-order interference I1[c, c′]", "finite-step interference I[c, c′]")):
             im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
-            _ticks(ax, labels, labels)
+            _ticks(ax, labels, rows)
             if n <= 10:
                 _annotate(ax, m, m, ".2f", norm, cm)
             ax.set_title(t)
