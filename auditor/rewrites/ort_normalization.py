@@ -8,10 +8,9 @@ Over the normalised axes (the last one, or ``axis`` onwards)::
     EmbedLayerNormalization: LayerNormalization of word[ids] + position[pos] (+ segment[seg])
 
 with every optional output the node declares (mean, inverse standard deviation, the sum ``s``,
-the embedding sum, the mask index) computed where it is consumed. ``LayerNormalization`` and
-``SimplifiedLayerNormalization`` are ONNX Runtime schemas in the default domain as well as
-``com.microsoft``; the standard ``LayerNormalization`` of opset 17 has a reverse rule and is
-left alone.
+the embedding sum, the mask index) computed where it is consumed. ``SimplifiedLayerNormalization``
+(and ``LayerNormalization`` below opset 17) are ONNX Runtime schemas in the default domain; from
+opset 17 on, the standard ``LayerNormalization`` has a reverse rule and is left alone.
 """
 
 from __future__ import annotations
@@ -134,7 +133,7 @@ def rewrite_ort_normalization(model: onnx.ModelProto, params: Set[str]) -> int:
             done = _skip(edit, node, consumed, simplified=op.startswith("SkipSimplified"))
         elif op == "SimplifiedLayerNormalization" and (ms or standard):
             done = _layer_norm(edit, node, consumed, simplified=True)
-        elif op == "LayerNormalization" and (ms or (standard and edit.opset < 17)):
+        elif op == "LayerNormalization" and standard and edit.opset < 17:
             done = _layer_norm(edit, node, consumed, simplified=False)
         elif ms and op == "EmbedLayerNormalization":
             done = _embed(edit, node, consumed)
