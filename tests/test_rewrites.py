@@ -239,6 +239,39 @@ def test_conv_padding_deep_in_a_net_gives_exact_input_gradients(tmp_path, kernel
     check_gradients(tmp_path, proto, x, y, ["w1", "wm"])
 
 
+# --------------------------------------------------------------------------- Clip, HardSigmoid, HardSwish
+
+CLIPS = [  # op, Clip bounds (None: input left out) or the op's attributes
+    ("Clip", (0.0, 6.0)),
+    ("Clip", (-0.4, 0.3)),
+    ("Clip", (-0.2, None)),
+    ("HardSigmoid", {"alpha": 0.4, "beta": 0.45}),
+    ("HardSwish", {}),
+]
+
+
+@pytest.mark.parametrize(("op", "setting"), CLIPS, ids=["relu6", "both-bounds", "min-only", "hardsigmoid",
+                                                        "hardswish"])
+def test_clip_family_deep_in_a_net_keeps_outputs_and_exact_gradients(tmp_path, op, setting) -> None:
+    # Tanh's output times 8 reaches past both bounds of every case
+    inits = [numpy_helper.from_array(np.array(8.0, np.float32), "eight")]
+    middle = [helper.make_node("Mul", ["a", "eight"], ["wide"])]
+    if op == "Clip":
+        names = []
+        for name, bound in zip(("low", "high"), setting):
+            if bound is not None:
+                inits.append(numpy_helper.from_array(np.array(bound, np.float32), name))
+            names.append(name if bound is not None else "")
+        middle.append(helper.make_node("Clip", ["wide", *names], ["m"], name="clip"))
+    else:
+        middle.append(helper.make_node(op, ["wide"], ["m"], name="clip", **setting))
+    proto = cnn(middle, inits, c_in=2, c_mid=4, c_out=4, hw=6, seed=len(op))
+    x, y = data((2, 6, 6))
+    new = check_outputs(proto, ["w1", "w2", "fc"], {"x": x}, [op])
+    assert not any(n.op_type == "Where" for n in new.graph.node)
+    check_gradients(tmp_path, proto, x, y, ["w1", "w2"])
+
+
 # --------------------------------------------------------------------------- strided Slice
 
 SLICES = [  # starts, ends, axes, steps
@@ -317,9 +350,9 @@ def test_a_node_nothing_rewrites_is_still_named_with_its_op(tmp_path) -> None:
 
 def test_registry_order_and_names() -> None:
     names = [r.name for r in REWRITES]
-    assert names == ["ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "lrn", "strided-slice",
-                     "depthwise-conv", "grouped-conv", "conv-padding"]
-    assert [r.static_shapes for r in REWRITES] == [False] * 4 + [True] * 4
+    assert names == ["ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "lrn",
+                     "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding"]
+    assert [r.static_shapes for r in REWRITES] == [False] * 5 + [True] * 4
 
 
 # --------------------------------------------------------------------------- ONNX Runtime contrib ops
@@ -532,7 +565,7 @@ def test_fused_conv_deep_in_a_net_gives_exact_gradients(tmp_path) -> None:
     check_outputs(model.proto, model.parameter_names, {"x": x}, [f"{MS}.FusedConv"])
     # a depthwise FusedConv with TensorFlow-style padding: three rewrites in a row
     assert [r.name for r in needed_rewrites(model.proto, set(model.parameter_names))] == [
-        "ort-fused-linear", "depthwise-conv", "conv-padding"]
+        "ort-fused-linear", "depthwise-conv", "conv-padding"]  # LeakyRelu needs no rewrite
     check_gradients(tmp_path, proto, x, y, ["w1", "fw", "fb"], fd_model=rewritten(model.proto, model.parameter_names,
                                                                                  None))
 

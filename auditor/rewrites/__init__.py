@@ -138,9 +138,10 @@ def needed_rewrites(proto: onnx.ModelProto, params: Set[str], batch: int = 1) ->
 
 
 # The modules register their rewrites on import; they run in this order: ONNX Runtime's fused ops
-# first (a FusedConv may be grouped), then the rewrites that need static shapes, the padding
-# fix last, since it also corrects the convolutions the rewrites before it emit.
+# first (a FusedConv may be grouped or end in a Clip), then the rewrites that need static
+# shapes, the padding fix last, since it also corrects the convolutions the rewrites before it emit.
 from . import (  # noqa: E402, F401
+    clip,
     conv_padding,
     depthwise,
     grouped_conv,
@@ -152,6 +153,6 @@ from . import (  # noqa: E402, F401
 )
 from .advice import unsupported_advice  # noqa: E402
 
-_ORDER = ("ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "lrn", "strided-slice",
-          "depthwise-conv", "grouped-conv", "conv-padding")
+_ORDER = ("ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "lrn",
+          "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding")
 REWRITES.sort(key=lambda rewrite: _ORDER.index(rewrite.name))
