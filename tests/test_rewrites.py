@@ -239,6 +239,29 @@ def test_conv_padding_deep_in_a_net_gives_exact_input_gradients(tmp_path, kernel
     check_gradients(tmp_path, proto, x, y, ["w1", "wm"])
 
 
+# --------------------------------------------------------------------------- pooling
+
+POOLS = [  # op, attributes (on an 8x8 input; the ceil-mode sizes are the same in ONNX's shape inference)
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1], "count_include_pad": 0}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 0, 1], "count_include_pad": 1,
+                     "ceil_mode": 1}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+]
+
+
+@pytest.mark.parametrize(("op", "attrs"), POOLS, ids=["avg-tf-same", "avg-same-upper", "avg-ceil-include-pad",
+                                                      "max-ceil", "max-same-lower"])
+def test_pooling_deep_in_a_net_keeps_outputs_and_exact_gradients(tmp_path, op, attrs) -> None:
+    proto = cnn([helper.make_node(op, ["a"], ["m"], name="pool", **attrs)], [], c_in=2, c_mid=3, c_out=3, hw=8)
+    x, y = data((2, 8, 8))
+    new = check_outputs(proto, ["w1", "w2", "fc"], {"x": x})
+    pools = [n for n in new.graph.node if n.op_type == op]
+    assert all({a.name for a in n.attribute}.isdisjoint({"ceil_mode", "auto_pad"}) for n in pools)
+    check_gradients(tmp_path, proto, x, y, ["w1"])
+
+
 # --------------------------------------------------------------------------- Clip, HardSigmoid, HardSwish
 
 CLIPS = [  # op, Clip bounds (None: input left out) or the op's attributes
@@ -351,8 +374,8 @@ def test_a_node_nothing_rewrites_is_still_named_with_its_op(tmp_path) -> None:
 def test_registry_order_and_names() -> None:
     names = [r.name for r in REWRITES]
     assert names == ["ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "lrn",
-                     "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding"]
-    assert [r.static_shapes for r in REWRITES] == [False] * 5 + [True] * 4
+                     "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding", "pool-padding"]
+    assert [r.static_shapes for r in REWRITES] == [False] * 5 + [True] * 5
 
 
 # --------------------------------------------------------------------------- ONNX Runtime contrib ops

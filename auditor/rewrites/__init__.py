@@ -105,10 +105,13 @@ def apply_rewrites(model: onnx.ModelProto, params: Set[str], *, static_shapes: b
         if count:
             records.append(RewriteRecord(rewrite.name, rewrite.description, count))
             stale = True
+    if stale:  # inferred before a rewrite: recomputed from scratch by the next inference
+        del model.graph.value_info[:]
     return records
 
 
 def _infer_in_place(model: onnx.ModelProto) -> None:
+    del model.graph.value_info[:]  # a rewrite may correct a shape (pools in ceil mode before opset 22)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # best effort: rewrites needing a shape that stays unknown leave their node alone
@@ -149,10 +152,11 @@ from . import (  # noqa: E402, F401
     ort_activations,
     ort_linear,
     ort_normalization,
+    pool_padding,
     strided_slice,
 )
 from .advice import unsupported_advice  # noqa: E402
 
 _ORDER = ("ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "lrn",
-          "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding")
+          "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding", "pool-padding")
 REWRITES.sort(key=lambda rewrite: _ORDER.index(rewrite.name))
