@@ -469,9 +469,8 @@ def _differentiable(node: onnx.NodeProto, rules: dict[str, Any], opset: int) -> 
         schema = onnx.defs.get_schema(node.op_type, max_inclusive_version=opset)
     except Exception:  # not an op of this opset
         return False
-    return bool((schema.has_function and any(v <= opset for v in schema.function_opset_versions))
-                or (schema.has_context_dependent_function
-                    and any(v <= opset for v in schema.context_dependent_function_opset_versions)))
+    bodies = [*schema.function_opset_versions, *schema.context_dependent_function_opset_versions]  # type: ignore[attr-defined]
+    return any(v <= opset for v in bodies)
 
 
 def _check_differentiable(m: onnx.ModelProto, params: Sequence[str], rules: dict[str, Any]) -> None:

@@ -8,22 +8,59 @@ names, so every consumer, and every shape inferred for those tensors, stays vali
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["Edit", "attributes", "opset", "differentiated"]
+__all__ = ["Attributes", "Edit", "attributes", "opset", "differentiated"]
 
 
-def attributes(node: onnx.NodeProto) -> dict[str, object]:
-    """The node's attributes as Python values (strings decoded)."""
-    out: dict[str, object] = {}
-    for a in node.attribute:
-        value = helper.get_attribute_value(a)
-        out[a.name] = value.decode() if isinstance(value, bytes) else value
-    return out
+class Attributes:
+    """A node's attributes as Python values (strings decoded), read with the type the op defines."""
+
+    def __init__(self, node: onnx.NodeProto) -> None:
+        self.values: dict[str, object] = {}
+        for a in node.attribute:
+            value = helper.get_attribute_value(a)
+            self.values[a.name] = value.decode() if isinstance(value, bytes) else value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+    def get_int(self, name: str, default: int) -> int:
+        value = self.values.get(name, default)
+        return value if isinstance(value, int) else default
+
+    def get_float(self, name: str, default: float) -> float:
+        value = self.values.get(name, default)
+        return float(value) if isinstance(value, (int, float)) else default
+
+    def get_str(self, name: str, default: str) -> str:
+        value = self.values.get(name, default)
+        return value if isinstance(value, str) else default
+
+    def get_ints(self, name: str, default: Sequence[int]) -> list[int]:
+        value = self.values.get(name)
+        return [int(v) for v in value] if isinstance(value, list) else list(default)
+
+    def get_floats(self, name: str, default: Sequence[float]) -> list[float]:
+        value = self.values.get(name)
+        return [float(v) for v in value] if isinstance(value, list) else list(default)
+
+    def without(self, *names: str) -> dict[str, object]:
+        """The attributes other than ``names``, to copy onto a new node."""
+        return {k: v for k, v in self.values.items() if k not in names}
+
+    def only(self, *names: str) -> dict[str, object]:
+        """The attributes among ``names`` that the node sets."""
+        return {k: v for k, v in self.values.items() if k in names}
+
+
+def attributes(node: onnx.NodeProto) -> Attributes:
+    """The node's attributes (see :class:`Attributes`)."""
+    return Attributes(node)
 
 
 def opset(model: onnx.ModelProto) -> int:
@@ -148,15 +185,18 @@ class Edit:
         return self.op("CastLike", [name, like], hint=hint + "_typed")
 
     def op(self, op_type: str, inputs: Sequence[str], *, out: str | None = None, hint: str | None = None,
-           domain: str = "", **attrs: object) -> str:
-        """Append one node to the pending replacement; return its (first) output name."""
+           attrs: Mapping[str, object] | None = None, **more: object) -> str:
+        """Append one node (attributes ``attrs`` and ``more``); return its output name."""
         output = out if out is not None else self.name(hint or op_type.lower())
-        self._pending.append(helper.make_node(op_type, list(inputs), [output], domain=domain, **attrs))
+        self.ops(op_type, inputs, [output], attrs=attrs, **more)
         return output
 
-    def ops(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **attrs: object) -> list[str]:
+    def ops(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], *,
+            attrs: Mapping[str, object] | None = None, **more: object) -> list[str]:
         """Append a node with several outputs (names given; "" for an omitted one)."""
-        self._pending.append(helper.make_node(op_type, list(inputs), list(outputs), **attrs))
+        node = helper.make_node(op_type, list(inputs), list(outputs))
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in {**(attrs or {}), **more}.items())
+        self._pending.append(node)
         return list(outputs)
 
     def reduce_mean(self, x: str, axes: Sequence[int], *, out: str | None = None) -> str:

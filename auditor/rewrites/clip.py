@@ -73,7 +73,7 @@ def _rewrite(edit: Edit, node: onnx.NodeProto) -> bool:
         _clipped(edit, x, low, high, y)
         return True
     if node.op_type == "HardSigmoid":
-        alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))  # type: ignore[arg-type]
+        alpha, beta = attrs.get_float("alpha", 0.2), attrs.get_float("beta", 0.5)
     elif node.op_type == "HardSwish":
         alpha, beta = 1.0 / 6.0, 0.5
     else:

@@ -34,13 +34,13 @@ def _plan(edit: Edit, node: onnx.NodeProto, input_gradient: bool) -> tuple[list[
         return None
     spatial = x_shape[2:]
     n = len(spatial)
-    kernel = [int(k) for k in attrs.get("kernel_shape", w_shape[2:])]  # type: ignore[union-attr]
-    strides = [int(s) for s in attrs.get("strides", [1] * n)]  # type: ignore[union-attr]
-    dilations = [int(d) for d in attrs.get("dilations", [1] * n)]  # type: ignore[union-attr]
+    kernel = attrs.get_ints("kernel_shape", w_shape[2:])
+    strides = attrs.get_ints("strides", [1] * n)
+    dilations = attrs.get_ints("dilations", [1] * n)
     pads = conv_pads(attrs, spatial, kernel, strides, dilations)
     if pads is None:
         return None
-    auto = str(attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "", "VALID")
+    auto = attrs.get_str("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID")
     extents, needed = [], auto
     for i in range(n):
         reach = (kernel[i] - 1) * dilations[i] + 1
@@ -57,7 +57,7 @@ def _plan(edit: Edit, node: onnx.NodeProto, input_gradient: bool) -> tuple[list[
 
 
 def _rewrite(edit: Edit, node: onnx.NodeProto, pads: list[int], extents: list[int]) -> None:
-    attrs = {k: v for k, v in attributes(node).items() if k not in ("pads", "auto_pad")}
+    attrs = attributes(node).without("pads", "auto_pad")
     n = len(extents)
     x = node.input[0]
     if any(pads):
@@ -69,7 +69,7 @@ def _rewrite(edit: Edit, node: onnx.NodeProto, pads: list[int], extents: list[in
     if extents != padded:  # rows and columns no window reads
         x = edit.op("Slice", [x, edit.ints([0] * n), edit.ints(extents), edit.ints(list(range(2, 2 + n)))],
                     hint="cropped")
-    edit.op("Conv", [x, *node.input[1:]], out=node.output[0], pads=[0] * (2 * n), **attrs)
+    edit.op("Conv", [x, *node.input[1:]], out=node.output[0], attrs=attrs, pads=[0] * (2 * n))
 
 
 @register("conv-padding", "Conv with padding ConvTranspose cannot mirror (asymmetric, SAME, unread rows) -> "

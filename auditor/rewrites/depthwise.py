@@ -30,18 +30,18 @@ import numpy as np
 import onnx
 
 from . import register
-from ._edit import Edit, attributes, differentiated
+from ._edit import Attributes, Edit, attributes, differentiated
 
 __all__ = ["rewrite_depthwise_convs", "conv_pads"]
 
 
-def conv_pads(attrs: dict[str, object], spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+def conv_pads(attrs: Attributes, spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
               dilations: Sequence[int]) -> list[int] | None:
-    """Explicit ``[begin..., end...]`` pads of a Conv, ``auto_pad`` resolved; None if unknown."""
-    auto = str(attrs.get("auto_pad", "NOTSET"))
+    """Explicit ``[begin..., end...]`` pads of a Conv or pool, ``auto_pad`` resolved; None if unknown."""
+    auto = attrs.get_str("auto_pad", "NOTSET")
     n = len(spatial)
     if auto in ("NOTSET", ""):
-        pads = [int(p) for p in attrs.get("pads", [0] * (2 * n))]  # type: ignore[union-attr]
+        pads = attrs.get_ints("pads", [0] * (2 * n))
         return pads if len(pads) == 2 * n else None
     if auto == "VALID":
         return [0] * (2 * n)
@@ -56,9 +56,8 @@ def conv_pads(attrs: dict[str, object], spatial: Sequence[int], kernel: Sequence
     return begin + end
 
 
-def _pair(attrs: dict[str, object], name: str) -> list[int]:
-    values = [int(v) for v in attrs.get(name, [1, 1])]  # type: ignore[union-attr]
-    return (values + [1, 1])[:2]
+def _pair(attrs: Attributes, name: str) -> list[int]:
+    return (attrs.get_ints(name, [1, 1]) + [1, 1])[:2]
 
 
 def _depthwise(edit: Edit, node: onnx.NodeProto) -> bool:
@@ -69,7 +68,7 @@ def _depthwise(edit: Edit, node: onnx.NodeProto) -> bool:
         return False
     batch, c_in, h, wd = x_shape
     c_out, _, kh, kw = w_shape
-    if int(attrs.get("group", 1)) != c_in or c_out % c_in:  # type: ignore[call-overload]
+    if attrs.get_int("group", 1) != c_in or c_out % c_in:
         return False
     strides, dilations = _pair(attrs, "strides"), _pair(attrs, "dilations")
     pads = conv_pads(attrs, [h, wd], [kh, kw], strides, dilations)
@@ -102,7 +101,7 @@ def rewrite_depthwise_convs(model: onnx.ModelProto, params: Set[str]) -> int:
     for node in edit.nodes:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or node.input[1] not in path:
             continue
-        if int(attributes(node).get("group", 1)) == 1:  # type: ignore[call-overload]
+        if attributes(node).get_int("group", 1) == 1:
             continue
         if _depthwise(edit, node):
             edit.replace(node)

@@ -31,7 +31,7 @@ def _pointwise(edit: Edit, node: onnx.NodeProto, groups: int) -> bool:
     x_shape, w_shape = edit.static_shape(x), edit.static_shape(w)
     if x_shape is None or w_shape is None or len(x_shape) != 4 or w_shape[2:] != [1, 1]:
         return False
-    strides = [int(s) for s in attrs.get("strides", [1, 1])]  # type: ignore[union-attr]
+    strides = attrs.get_ints("strides", [1, 1])
     pads = conv_pads(attrs, x_shape[2:], [1, 1], strides, [1, 1])
     if pads is None or any(pads):
         return False
@@ -68,8 +68,7 @@ def _per_group(edit: Edit, node: onnx.NodeProto, groups: int) -> bool:
     bs: list[str] = []
     if len(node.input) > 2 and node.input[2]:
         bs = edit.ops("Split", [node.input[2], out_sizes], [edit.name(f"b{k}") for k in range(groups)], axis=0)
-    conv_attrs = {k: v for k, v in attrs.items() if k != "group"}
-    ys = [edit.op("Conv", [xs[k], ws[k]] + ([bs[k]] if bs else []), hint=f"y{k}", **conv_attrs)
+    ys = [edit.op("Conv", [xs[k], ws[k]] + ([bs[k]] if bs else []), hint=f"y{k}", attrs=attrs.without("group"))
           for k in range(groups)]
     edit.op("Concat", ys, out=node.output[0], axis=1)
     return True
@@ -84,7 +83,7 @@ def rewrite_grouped_convs(model: onnx.ModelProto, params: Set[str]) -> int:
     for node in edit.nodes:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or node.input[1] not in path:
             continue
-        groups = int(attributes(node).get("group", 1))  # type: ignore[call-overload]
+        groups = attributes(node).get_int("group", 1)
         if groups == 1:
             continue
         if _pointwise(edit, node, groups):

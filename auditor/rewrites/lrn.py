@@ -21,13 +21,11 @@ from ._edit import Edit, attributes, differentiated
 __all__ = ["rewrite_lrn"]
 
 
-def _lrn(edit: Edit, node: onnx.NodeProto) -> bool:
+def _lrn(edit: Edit, node: onnx.NodeProto) -> None:
     attrs = attributes(node)
     x = node.input[0]
-    size = int(attrs["size"])  # type: ignore[call-overload]
-    alpha = float(attrs.get("alpha", 1e-4))  # type: ignore[arg-type]
-    beta = float(attrs.get("beta", 0.75))  # type: ignore[arg-type]
-    bias = float(attrs.get("bias", 1.0))  # type: ignore[arg-type]
+    size = attrs.get_int("size", 1)
+    alpha, beta, bias = attrs.get_float("alpha", 1e-4), attrs.get_float("beta", 0.75), attrs.get_float("bias", 1.0)
     dims = edit.shape(x)
     rank = len(dims) if dims is not None else 4  # ONNX Runtime runs LRN on 4-D inputs
     channels = dims[1] if dims is not None and dims[1] > 0 else None
@@ -47,7 +45,6 @@ def _lrn(edit: Edit, node: onnx.NodeProto) -> bool:
     base = edit.op("Add", [scaled, edit.scalar(bias, x, "bias")], hint="base")
     factor = edit.op("Pow", [base, edit.scalar(-beta, x, "minus_beta")], hint="factor")
     edit.op("Mul", [x, factor], out=node.output[0])
-    return True
 
 
 @register("lrn", "LRN -> squares, a channel-window sum (Pad, Slice, Sum) and Pow")

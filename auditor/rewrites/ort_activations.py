@@ -54,7 +54,7 @@ def _rewrite(edit: Edit, node: onnx.NodeProto) -> bool:
         x = edit.op("Add", ins[:2], hint="biased") if len(ins) > 1 and ins[1] else ins[0]
         _fast_gelu(edit, x, y)
     elif op == "QuickGelu":
-        alpha = float(attributes(node).get("alpha", 1.702))  # type: ignore[arg-type]
+        alpha = attributes(node).get_float("alpha", 1.702)
         scaled = edit.op("Mul", [ins[0], edit.scalar(alpha, ins[0], "alpha")], hint="scaled")
         edit.op("Mul", [ins[0], edit.op("Sigmoid", [scaled], hint="gate")], out=y)
     elif op == "BiasAdd":

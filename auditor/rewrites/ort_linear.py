@@ -15,7 +15,7 @@ from collections.abc import Sequence, Set
 import onnx
 
 from . import register
-from ._edit import Edit, attributes, differentiated
+from ._edit import Attributes, Edit, attributes, differentiated
 
 __all__ = ["rewrite_ort_linear", "activation"]
 
@@ -54,12 +54,12 @@ def _matmul_operand(edit: Edit, name: str, batch: bool, swap: bool) -> str | Non
     return edit.op("Transpose", [name], perm=perm, hint="operand")
 
 
-def _fused_matmul(edit: Edit, node: onnx.NodeProto, attrs: dict[str, object]) -> bool:
-    a = _matmul_operand(edit, node.input[0], bool(attrs.get("transBatchA", 0)), bool(attrs.get("transA", 0)))
-    b = _matmul_operand(edit, node.input[1], bool(attrs.get("transBatchB", 0)), bool(attrs.get("transB", 0)))
+def _fused_matmul(edit: Edit, node: onnx.NodeProto, attrs: Attributes) -> bool:
+    a = _matmul_operand(edit, node.input[0], bool(attrs.get_int("transBatchA", 0)), bool(attrs.get_int("transA", 0)))
+    b = _matmul_operand(edit, node.input[1], bool(attrs.get_int("transBatchB", 0)), bool(attrs.get_int("transB", 0)))
     if a is None or b is None:
         return False
-    alpha = float(attrs.get("alpha", 1.0))  # type: ignore[arg-type]
+    alpha = attrs.get_float("alpha", 1.0)
     if alpha == 1.0:
         edit.op("MatMul", [a, b], out=node.output[0])
     else:
@@ -68,25 +68,23 @@ def _fused_matmul(edit: Edit, node: onnx.NodeProto, attrs: dict[str, object]) ->
     return True
 
 
-def _fused_gemm(edit: Edit, node: onnx.NodeProto, attrs: dict[str, object]) -> bool:
-    gemm = {k: attrs[k] for k in ("alpha", "beta", "transA", "transB") if k in attrs}
-    params = [float(attrs[k]) for k in ("activation_alpha", "activation_beta") if k in attrs]  # type: ignore[arg-type]
-    linear = edit.op("Gemm", list(node.input), hint="gemm", **gemm)
-    return activation(edit, str(attrs.get("activation", "")), params, linear, node.output[0])
+def _fused_gemm(edit: Edit, node: onnx.NodeProto, attrs: Attributes) -> bool:
+    params = [attrs.get_float(k, 0.0) for k in ("activation_alpha", "activation_beta") if k in attrs]
+    linear = edit.op("Gemm", list(node.input), hint="gemm", attrs=attrs.only("alpha", "beta", "transA", "transB"))
+    return activation(edit, attrs.get_str("activation", ""), params, linear, node.output[0])
 
 
-def _fused_conv(edit: Edit, node: onnx.NodeProto, attrs: dict[str, object]) -> bool:
-    conv = {k: v for k, v in attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads",
-                                                     "strides")}
-    params = [float(p) for p in attrs.get("activation_params", [])]  # type: ignore[union-attr]
+def _fused_conv(edit: Edit, node: onnx.NodeProto, attrs: Attributes) -> bool:
+    conv = attrs.only("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+    params = attrs.get_floats("activation_params", [])
     ins = list(node.input)
     operands = ins[:3]
     while not operands[-1]:  # no bias, but a Z to add
         operands.pop()
-    linear = edit.op("Conv", operands, hint="conv", **conv)
+    linear = edit.op("Conv", operands, hint="conv", attrs=conv)
     if len(ins) > 3 and ins[3]:
         linear = edit.op("Add", [linear, ins[3]], hint="summed")
-    return activation(edit, str(attrs.get("activation", "")), params, linear, node.output[0])
+    return activation(edit, attrs.get_str("activation", ""), params, linear, node.output[0])
 
 
 _RULES = {"FusedMatMul": _fused_matmul, "TransposeMatMul": _fused_matmul, "FusedGemm": _fused_gemm,

@@ -64,7 +64,7 @@ def _input(node: onnx.NodeProto, index: int) -> str | None:
 
 
 def _skip(edit: Edit, node: onnx.NodeProto, consumed: Set[str], *, simplified: bool) -> bool:
-    eps = float(attributes(node).get("epsilon", 1e-12))  # type: ignore[arg-type]
+    eps = attributes(node).get_float("epsilon", 1e-12)
     beta, bias = (None, _input(node, 3)) if simplified else (_input(node, 3), _input(node, 4))
     if simplified and _optional(node, 1, consumed):
         return False  # a "mean" of an RMS norm: not defined by the op's documentation
@@ -79,10 +79,10 @@ def _skip(edit: Edit, node: onnx.NodeProto, consumed: Set[str], *, simplified: b
 
 def _layer_norm(edit: Edit, node: onnx.NodeProto, consumed: Set[str], *, simplified: bool) -> bool:
     attrs = attributes(node)
-    axes = _axes(edit, node.input[0], int(attrs.get("axis", -1)))  # type: ignore[call-overload]
+    axes = _axes(edit, node.input[0], attrs.get_int("axis", -1))
     if axes is None:
         return False
-    eps = float(attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+    eps = attrs.get_float("epsilon", 1e-5)
     beta = None if simplified else _input(node, 2)
     outputs = [node.output[0]] + ([_optional(node, 1, consumed)] if simplified else
                                   [_optional(node, 1, consumed), _optional(node, 2, consumed)])
@@ -112,7 +112,7 @@ def _embed(edit: Edit, node: onnx.NodeProto, consumed: Set[str]) -> bool:
     if _optional(node, 1, consumed) and mask is not None:
         count = edit.op("ReduceSum", [mask, edit.ints([1], "axis1")], keepdims=0, hint="mask_sum")
         edit.op("Cast", [count], out=node.output[1], to=TensorProto.INT32)
-    eps = float(attributes(node).get("epsilon", 1e-12))  # type: ignore[arg-type]
+    eps = attributes(node).get_float("epsilon", 1e-12)
     _normalize(edit, total, [-1], eps, node.input[5], node.input[6], simplified=False, outputs=[node.output[0]])
     return True
 

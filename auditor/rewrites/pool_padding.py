@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from . import register
-from ._edit import Edit, attributes, differentiated
+from ._edit import Attributes, Edit, attributes, differentiated
 from .depthwise import conv_pads
 
 __all__ = ["rewrite_pool_padding", "pool_output_size"]
@@ -51,17 +51,17 @@ def _divisors(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[i
     table = per_axis[0]
     for counts in per_axis[1:]:
         table = np.multiply.outer(table, counts)
-    return table.reshape(1, 1, *outputs).astype(np.float64)
+    return np.asarray(table, dtype=np.float64).reshape(1, 1, *outputs)
 
 
 class _Plan:
     """What a pool becomes: its attributes without padding, its padding, and the sizes involved."""
 
-    def __init__(self, attrs: dict[str, object], spatial: list[int], pads: list[int], explicit: list[int],
+    def __init__(self, attrs: Attributes, spatial: list[int], pads: list[int], explicit: list[int],
                  outputs: list[int], extents: list[int]) -> None:
-        self.attrs = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad", "ceil_mode",
-                                                                   "count_include_pad")}
-        self.include_pad = bool(attrs.get("count_include_pad", 0))
+        self.attrs = attrs.without("pads", "auto_pad", "ceil_mode", "count_include_pad")
+        self.kernel, self.strides = attrs.get_ints("kernel_shape", []), attrs.get_ints("strides", [1] * len(spatial))
+        self.include_pad = bool(attrs.get_int("count_include_pad", 0))
         self.spatial, self.pads, self.explicit = spatial, pads, explicit
         self.outputs, self.extents = outputs, extents
 
@@ -73,16 +73,16 @@ def _plan(edit: Edit, node: onnx.NodeProto) -> _Plan | None:
     if shape is None or len(shape) < 3 or "kernel_shape" not in attrs:
         return None
     spatial, n = shape[2:], len(shape) - 2
-    kernel = [int(k) for k in attrs["kernel_shape"]]  # type: ignore[union-attr]
-    strides = [int(s) for s in attrs.get("strides", [1] * n)]  # type: ignore[union-attr]
-    dilations = [int(d) for d in attrs.get("dilations", [1] * n)]  # type: ignore[union-attr]
+    kernel = attrs.get_ints("kernel_shape", [])
+    strides = attrs.get_ints("strides", [1] * n)
+    dilations = attrs.get_ints("dilations", [1] * n)
     if node.op_type == "AveragePool" and any(d != 1 for d in dilations):
         return None
     pads = conv_pads(attrs, spatial, kernel, strides, dilations)
     if pads is None:
         return None
-    ceil = bool(attrs.get("ceil_mode", 0))
-    needed = ceil or str(attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "", "VALID")
+    ceil = bool(attrs.get_int("ceil_mode", 0))
+    needed = ceil or attrs.get_str("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID")
     outputs, explicit, extents = [], list(pads), []
     for i in range(n):
         reach = (kernel[i] - 1) * dilations[i] + 1
@@ -102,20 +102,18 @@ def _plan(edit: Edit, node: onnx.NodeProto) -> _Plan | None:
 def _rewrite(edit: Edit, node: onnx.NodeProto, plan: _Plan) -> None:
     x, n = node.input[0], len(plan.outputs)
     if node.op_type == "MaxPool":
-        edit.ops("MaxPool", [x], list(node.output), pads=plan.explicit, **plan.attrs)
+        edit.ops("MaxPool", [x], list(node.output), attrs=plan.attrs, pads=plan.explicit)
         return
-    kernel = plan.attrs["kernel_shape"]
-    strides = plan.attrs.get("strides", [1] * n)
-    divisors = _divisors(plan.spatial, kernel, strides, plan.pads[:n], plan.pads[n:],  # type: ignore[arg-type]
-                         plan.outputs, plan.include_pad)
+    divisors = _divisors(plan.spatial, plan.kernel, plan.strides, plan.pads[:n], plan.pads[n:], plan.outputs,
+                         plan.include_pad)
     begin, end = plan.explicit[:n], plan.explicit[n:]
     if any(plan.explicit):
         x = edit.op("Pad", [x, edit.ints([0, 0, *begin, 0, 0, *end], "pads")], mode="constant", hint="padded")
     if [plan.spatial[i] + begin[i] + end[i] for i in range(n)] != plan.extents:
         x = edit.op("Slice", [x, edit.ints([0] * n), edit.ints(plan.extents), edit.ints(list(range(2, 2 + n)))],
                     hint="cropped")
-    mean = edit.op("AveragePool", [x], hint="window_mean", **plan.attrs)
-    window = float(np.prod(kernel))  # type: ignore[arg-type]
+    mean = edit.op("AveragePool", [x], hint="window_mean", attrs=plan.attrs)
+    window = float(np.prod(plan.kernel))
     edit.op("Mul", [mean, edit.constant(window / divisors, x, "window_over_divisor")], out=node.output[0])
 
 
