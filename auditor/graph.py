@@ -504,7 +504,7 @@ def _check_differentiable(m: onnx.ModelProto, params: Sequence[str], rules: dict
     """Name every node on a path from θ to the loss that onnx-ad cannot differentiate."""
     depends = set(params)
     bad = []
-    opset = _opset(m)
+    opset = opset_of(m)
     for node in m.graph.node:
         if any(i in depends for i in node.input):
             if not _differentiable(node, rules, opset):
