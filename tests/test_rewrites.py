@@ -281,6 +281,6 @@ def test_a_node_nothing_rewrites_is_still_named_with_its_op(tmp_path) -> None:
 
 def test_registry_order_and_names() -> None:
     names = [r.name for r in REWRITES]
-    assert names == ["ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "lrn",
-                     "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding", "pool-padding"]
-    assert [r.static_shapes for r in REWRITES] == [False] * 5 + [True] * 5
+    assert names == ["ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "fake-quant",
+                     "lrn", "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding", "pool-padding"]
+    assert [r.static_shapes for r in REWRITES] == [False] * 6 + [True] * 5

@@ -37,30 +37,6 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return lowp_models.build(tmp_path_factory.mktemp("lowp"))
 
 
-@pytest.fixture
-def straight_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The gradient graph with the rewrites registry applied.
-
-    ``gradient_graph`` applies :mod:`auditor.rewrites` once the rewrites branch wires it in
-    (``auditor.graph`` then imports ``apply_rewrites``); until then this applies them after the
-    grouped-convolution split, the same place.
-    """
-    import auditor.graph as G
-
-    if hasattr(G, "apply_rewrites"):
-        return
-    from auditor.rewrites import apply_rewrites
-
-    split = G.split_grouped_convs
-
-    def split_then_rewrite(m: onnx.ModelProto, params: set[str]) -> int:
-        count = split(m, params)
-        apply_rewrites(m, params)
-        return count
-
-    monkeypatch.setattr(G, "split_grouped_convs", split_then_rewrite)
-
-
 def run(model: onnx.ModelProto | Path, x: np.ndarray, *, optimized: bool = True,
         outputs: list[str] | None = None, config: Mapping[str, str] | None = None) -> list[np.ndarray]:
     """ONNX Runtime on CPU, the input cast to the model's own input type."""
@@ -309,7 +285,7 @@ def straight_through_reference(original: onnx.ModelProto, weights: Mapping[str, 
 
 
 @pytest.mark.parametrize("name", QDQ)
-def test_qdq_straight_through_gradients(exports: dict[str, Path], tmp_path: Path, straight_through: None,
+def test_qdq_straight_through_gradients(exports: dict[str, Path], tmp_path: Path,
                                         name: str) -> None:
     _, x, y = lowp_models.data()
     model = auditor.load_model(saved(tmp_path, float_twin(onnx.load(exports[name]))))
@@ -330,7 +306,7 @@ def test_qdq_straight_through_gradients(exports: dict[str, Path], tmp_path: Path
 
 
 @pytest.mark.parametrize(("qoperator", "qdq"), [("qop_u8", "qdq_u8"), ("qop_u8_pc", "qdq_u8_pc")])
-def test_qoperator_twin_is_the_qdq_twin(exports: dict[str, Path], tmp_path: Path, straight_through: None,
+def test_qoperator_twin_is_the_qdq_twin(exports: dict[str, Path], tmp_path: Path,
                                         qoperator: str, qdq: str) -> None:
     """The same network quantised with the same calibration in both formats: the QOperator model
     written in QDQ form must be the QDQ model's twin, weights, logits and gradients alike."""
@@ -399,7 +375,7 @@ def dynamic_reference(original: onnx.ModelProto, weights: Mapping[str, np.ndarra
     return out
 
 
-def test_dynamic_quantisation_twin(exports: dict[str, Path], tmp_path: Path, straight_through: None) -> None:
+def test_dynamic_quantisation_twin(exports: dict[str, Path], tmp_path: Path) -> None:
     _, x, y = lowp_models.data()
     original = onnx.load(exports["dynamic"])
     twin = float_twin(original)

@@ -140,10 +140,11 @@ def needed_rewrites(proto: onnx.ModelProto, params: Set[str], batch: int = 1) ->
     return apply_rewrites(model, params)
 
 
-# The modules register their rewrites on import; they run in this order: straight-through int8
-# activation quantisation, ONNX Runtime's fused ops (a FusedConv may be grouped or end in a Clip),
-# then the rewrites that need static shapes, the padding fix last, since it also corrects the
-# convolutions the rewrites before it emit.
+# The modules register their rewrites on import; they run in this order: ONNX Runtime's fused ops
+# first (a FusedConv may be grouped or end in a Clip), the straight-through int8 activation
+# quantisation after the clip-mask rewrite (its Clip keeps onnx-ad's rule: derivative 1 at the
+# integer range's ends, as PyTorch's fake quantisation), then the rewrites that need static
+# shapes, the padding fix last, since it also corrects the convolutions the rewrites before it emit.
 from . import (  # noqa: E402, F401
     clip,
     conv_padding,
@@ -159,6 +160,6 @@ from . import (  # noqa: E402, F401
 )
 from .advice import unsupported_advice  # noqa: E402
 
-_ORDER = ("fake-quant", "ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "lrn",
+_ORDER = ("ort-fused-activations", "ort-fused-linear", "ort-fused-normalization", "clip-mask", "fake-quant", "lrn",
           "strided-slice", "depthwise-conv", "grouped-conv", "conv-padding", "pool-padding")
 REWRITES.sort(key=lambda rewrite: _ORDER.index(rewrite.name))
