@@ -36,16 +36,20 @@ from _common import data, export, machine, residual_cnn  # noqa: E402
 PAUSE = 0.1  # seconds between two timed calls: idle ORT/OpenMP threads stop spinning
 
 
-def interleaved(variants: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Wall times of every variant, ``repeat`` rounds, the variants alternating (one warm-up round)."""
-    times: dict[str, list[float]] = {k: [] for k in variants}
+def interleaved(variants: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall, process CPU) seconds of every variant, ``repeat`` rounds, the variants alternating.
+
+    One warm-up round first. CPU time counts only the time this process ran, so it moves
+    less than wall time when other processes take the cores (idle threads that spin count).
+    """
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
     for round_ in range(repeat + 1):
         for name, fn in variants.items():
             time.sleep(PAUSE)
-            start = time.perf_counter()
+            cpu, wall = time.process_time(), time.perf_counter()
             fn()
             if round_:
-                times[name].append(time.perf_counter() - start)
+                times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
 
@@ -106,12 +110,17 @@ def batch_variants(model, x: np.ndarray, batch: int) -> dict[str, Callable[[], o
     return out
 
 
-def report(times: dict[str, list[float]], base: str) -> None:
-    low, mid = min(times[base]), statistics.median(times[base])
-    print(f"{'':34s} {'min (s)':>9s} {'median (s)':>11s} {'/ ' + base + ' (min)':>22s} {'(median)':>9s}")
-    for name, t in times.items():
-        print(f"{name:34s} {min(t):9.3f} {statistics.median(t):11.3f} {min(t) / low:22.2f} "
-              f"{statistics.median(t) / mid:9.2f}")
+def report(times: dict[str, list[tuple[float, float]]], base: str) -> None:
+    def stats(name: str) -> tuple[float, float, float]:
+        wall = [w for w, _ in times[name]]
+        return min(wall), statistics.median(wall), statistics.median(c for _, c in times[name])
+
+    low, mid, cpu = stats(base)
+    print(f"{'':34s} {'wall min (s)':>12s} {'median':>8s} {'CPU median':>11s}   "
+          f"{'/ ' + base + ': wall min':>28s} {'median':>7s} {'CPU':>6s}")
+    for name in times:
+        a, b, c = stats(name)
+        print(f"{name:34s} {a:12.3f} {b:8.3f} {c:11.3f}   {a / low:28.2f} {b / mid:7.2f} {c / cpu:6.2f}")
 
 
 def main() -> None:
@@ -147,10 +156,13 @@ def main() -> None:
     }, args.repeat)
     print(f"\n1. whole data set, {args.repeat} interleaved rounds")
     report(whole, "ORT forward")
-    g, f, p = (whole[n] for n in ("all class gradients", "ORT forward", "PyTorch forward+backward"))
-    print(f"gradients / forward: {min(g) / min(f):.2f} (min), {statistics.median(g) / statistics.median(f):.2f} "
-          f"(median)   gradients / PyTorch: {min(g) / min(p):.2f} (min), "
-          f"{statistics.median(g) / statistics.median(p):.2f} (median)")
+    ratios = {}
+    for name in ("ORT forward", "PyTorch forward+backward"):
+        g = [w for w, _ in whole["all class gradients"]]
+        o = [w for w, _ in whole[name]]
+        ratios[name] = (min(g) / min(o), statistics.median(g) / statistics.median(o))
+    print("gradients / forward: {:.2f} (wall min), {:.2f} (wall median); gradients / PyTorch: {:.2f} (wall min), "
+          "{:.2f} (wall median)".format(*ratios["ORT forward"], *ratios["PyTorch forward+backward"]))
 
     per_batch = interleaved(batch_variants(model, x, args.batch_size), args.batch_repeat)
     print(f"\n2. one batch of {args.batch_size}, {args.batch_repeat} interleaved rounds")
