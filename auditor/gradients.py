@@ -225,9 +225,10 @@ class GradientStream:
         outputs = [o.name for o in session.get_outputs()]
         weights = model.weights()
         binding = session.io_binding()
-        for p in model.parameters:
-            binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(p.dtype, copy=False),
-                                                          device))
+        inputs = {i.name for i in session.get_inputs()}
+        for p in model.parameters:  # θ* is baked into the graph unless that optimisation is off
+            if p.name in inputs:
+                binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(p.dtype, copy=False), device))
         binding.bind_ortvalue_input(f"adj_{G.TOTAL_LOSS}", _to_device(np.ones(1, np.float32), device))
         for name in outputs:
             binding.bind_output(name, "cpu")

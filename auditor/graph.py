@@ -429,22 +429,17 @@ def gradient_graph(model: Any, batch: int, sample_shapes: Mapping[str, Sequence[
     apply_rewrites(m, set(names))
     m = _infer(m)
     _check_differentiable(m, names, REVERSE)
-    from .conv_gradient import faster_conv_weight_gradients
+    from .reverse_graph import finish_reverse_graph
+    from .reverse_rules import faster_reverse_rules
 
     try:
-        with faster_conv_weight_gradients():
+        with faster_reverse_rules(one_seed=True):
             reverse = onnx_ad.reverse(m, inputs=names, outputs=[TOTAL_LOSS], layout="onnx")
     except onnx_ad.UnsupportedOperator as err:
         raise UnsupportedNodeError(f"onnx-ad cannot differentiate this model: {err}; the auditor "
                                    "needs every op between the weights and the logits to be "
                                    "differentiable") from err
-    try:
-        simplify_transposes(onnx.shape_inference.infer_shapes(reverse, data_prop=True))
-    except Exception:  # shapes unknown: the graph stays as onnx-ad made it
-        return reverse
-    inferred = onnx.shape_inference.infer_shapes(reverse, data_prop=True)
-    simplify_transposes(inferred)
-    return inferred
+    return finish_reverse_graph(reverse, model, seed=f"adj_{TOTAL_LOSS}")
 
 
 def _infer(m: onnx.ModelProto) -> onnx.ModelProto:

@@ -145,7 +145,7 @@ def _gradient_runners(model, x: np.ndarray  # type: ignore[no-untyped-def]
     from auditor.runtime import make_session
 
     start = time.perf_counter()
-    graph = G.gradient_graph(model, len(x), x.shape[1:])
+    graph = G.gradient_graph(model, len(x), {model.input_name: x.shape[1:]})
     built = time.perf_counter() - start
     session, tidied = make_session(graph, "cpu"), make_session(_tidied(graph), "cpu")
     target = np.zeros((len(x), model.n_classes), np.float32)
