@@ -1,6 +1,6 @@
 """auditor: find the classes an exported ONNX classifier cannot keep apart.
 
-The stages (CONCEPTS.md names throughout): :func:`load_model` and :func:`load_data`,
+The stages (docs/concepts.md names throughout): :func:`load_model` and :func:`load_data`,
 :func:`class_gradients` and :func:`ego_directions`, :func:`cross_class_test`,
 :func:`interference`, :func:`interference_model`, :func:`run_audit`; label dancing with
 :class:`LabelDancingRecorder` and :func:`dance_analysis`; a baseline export against a

@@ -1,6 +1,6 @@
 """How far a pair score's ranking agrees with where the errors are.
 
-See CONCEPTS.md, "Interference" (the per-audit agreement). Every audit compares the
+See docs/concepts.md, "Interference" (the per-audit agreement). Every audit compares the
 pair score R with the pair confusion P on the audit data, so a reader sees whether
 interference explains this model's errors; the validation study
 (``benchmarks/validate_pair_scores.py``) uses the same measures against test confusion.

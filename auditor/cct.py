@@ -1,6 +1,6 @@
 """The cross-class test: move θ along each ego direction, measure every class.
 
-See CONCEPTS.md, "Cross-class test". One pass over the data per (ego class, α)
+See docs/concepts.md, "Cross-class test". One pass over the data per (ego class, α)
 evaluates every class at once; the unperturbed pass (α = 0) is shared by all ego classes.
 """
 
@@ -80,7 +80,7 @@ class CellRecord:
 
 @dataclass(frozen=True, eq=False)
 class CrossClassTestResult:
-    """Cross-class test of every ego class (CONCEPTS.md, "Cross-class test").
+    """Cross-class test of every ego class (docs/concepts.md, "Cross-class test").
 
     Attributes
     ----------
@@ -291,7 +291,7 @@ def cross_class_test(model: Model, data: Dataset, directions: Directions, alphas
                      *, ego_classes: Sequence[int] | None = None, provider: str = "auto", batch_size: int = 256,
                      strategy: str = "auto", full_flow: bool | None = None, progress: bool | None = None,
                      evaluator: Evaluator | None = None) -> CrossClassTestResult:
-    """Run the cross-class test (CONCEPTS.md, "Cross-class test").
+    """Run the cross-class test (docs/concepts.md, "Cross-class test").
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Where the errors are: confusion, pair confusion, soft pair confusion and the error share of the top pairs.
 
-See CONCEPTS.md, "Where the errors are" and "Interference" (the soft pair confusion Q).
+See docs/concepts.md, "Where the errors are" and "Interference" (the soft pair confusion Q).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 onnx-ad's rule (``onnx_ad.rules._conv_reverse``) forms the input gradient as a
 ``ConvTranspose`` and the weight gradient as a convolution of the transposed input with
 the transposed output adjoint as its filter bank (image-sized kernels, a 3x3 output),
-with the seed axis moved around each (ENGINEERING.md: those were most of the gradient
-graph's time). For a single seed (the auditor's scalar loss), 2-D, ungrouped and with
+with the seed axis moved around each (those were most of the gradient
+graph's time; benchmarks/RESULTS.md). For a single seed (the auditor's scalar loss), 2-D, ungrouped and with
 static shapes, this rule computes the same three contributions as:
 
 - **input**, stride 1: ``dX = Conv(dY, W')`` with ``W'[i, o] = W[o, i]`` flipped in both

@@ -1,6 +1,6 @@
 """The pre-deployment gate: warn and fail bounds on documented quantities of a result.
 
-See CONCEPTS.md, "Pre-deployment gate". A check whose quantity is undefined (NaN, e.g. no
+See docs/concepts.md, "Pre-deployment gate". A check whose quantity is undefined (NaN, e.g. no
 dancing log) is "skipped", never "passed". The CLI exits 1 when any check fails.
 
 Each kind of result has its own table of quantities (:data:`AUDIT_QUANTITIES` for an

@@ -1,6 +1,6 @@
 """Exact per-class weight gradients of the ONNX graph, and class ego directions.
 
-See CONCEPTS.md, "Class ego direction". Gradients come from the reverse-mode graph that
+See docs/concepts.md, "Class ego direction". Gradients come from the reverse-mode graph that
 onnx-ad derives from the model itself (:func:`auditor.graph.gradient_graph`), run by ONNX
 Runtime; no training framework is involved.
 """
@@ -69,7 +69,7 @@ class _FlatMapping(Mapping[int, Mapping[str, np.ndarray]]):
 
 @dataclass(frozen=True, eq=False)
 class ClassGradients(_FlatMapping):
-    """``g_c = ∇θ L_c(θ*)`` for every class present (CONCEPTS.md, "Class ego direction").
+    """``g_c = ∇θ L_c(θ*)`` for every class present (docs/concepts.md, "Class ego direction").
 
     Indexable as ``result[c][name]`` (the initializer's shape).
 
@@ -111,7 +111,7 @@ class ClassGradients(_FlatMapping):
 
 @dataclass(frozen=True, eq=False)
 class EgoDirections(_FlatMapping):
-    """``d_c`` for every class that has one (CONCEPTS.md, "Class ego direction").
+    """``d_c`` for every class that has one (docs/concepts.md, "Class ego direction").
 
     Attributes
     ----------
@@ -122,7 +122,7 @@ class EgoDirections(_FlatMapping):
     normalization : {"filter", "layer", "global", "none"}
     include_1d : bool
     alpha_max : ndarray of shape (len(classes),)
-        The default largest step per class (CONCEPTS.md, "Cross-class test").
+        The default largest step per class (docs/concepts.md, "Cross-class test").
     skipped : dict of int to str
         Classes present in the data without a direction, with the reason.
     """
@@ -179,7 +179,7 @@ def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provi
     ``-Σ_i Σ_k T[i,k] log softmax(z_i)_k`` with ``T[i, c] = 1/|D_c|`` for the samples of
     class c gives ``g_c`` directly; the last batch of a class is padded with copies of one
     of its samples given zero weight, which add nothing. This is several times cheaper
-    than one seed per class (ENGINEERING.md).
+    than one seed per class (benchmarks/RESULTS.md, "Gradient pass").
     """
     stream = GradientStream(model, data, batch_size=batch_size, provider=provider, classes=classes)
     flat = np.zeros((len(stream.classes), stream.n_parameters), dtype=np.float32)
@@ -307,7 +307,7 @@ def _slices(a: np.ndarray, axis: int) -> np.ndarray:
 def normalize_direction(g: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
                         parameters: Sequence[Parameter], normalization: str = "filter",
                         include_1d: bool = False) -> dict[str, np.ndarray]:
-    """``d = -normalise(g)`` for one class (CONCEPTS.md, "Class ego direction").
+    """``d = -normalise(g)`` for one class (docs/concepts.md, "Class ego direction").
 
     ``parameters`` are the model's :class:`~auditor.model.Parameter` records (for the
     output axis and the one-dimensional flag). Returns float64 arrays by name.
@@ -345,7 +345,7 @@ def normalize_direction(g: Mapping[str, np.ndarray], weights: Mapping[str, np.nd
 
 
 def default_alpha_max(normalization: str, theta_norm: float, gradient_norm: float) -> float:
-    """α_max of CONCEPTS.md, "Cross-class test": the largest step moves θ by 20% of its norm."""
+    """α_max of docs/concepts.md, "Cross-class test": the largest step moves θ by 20% of its norm."""
     if normalization in ("filter", "layer"):
         return 0.2
     if normalization == "global":
@@ -356,7 +356,7 @@ def default_alpha_max(normalization: str, theta_norm: float, gradient_norm: floa
 def ego_directions(model: Model, data: Dataset | None = None, *, normalization: str = "filter",
                    include_1d: bool = False, gradients: ClassGradients | None = None,
                    **gradient_options: Any) -> EgoDirections:
-    """Class ego directions ``d_c = -normalise(g_c)`` (CONCEPTS.md, "Class ego direction").
+    """Class ego directions ``d_c = -normalise(g_c)`` (docs/concepts.md, "Class ego direction").
 
     Parameters
     ----------

@@ -83,7 +83,7 @@ def canonicalize(proto: onnx.ModelProto, *, logits_name: str) -> tuple[onnx.Mode
     opset = opset_of(model)
     if opset < 16:
         # The converter handles old graphs only while initializers stay listed as inputs
-        # (ENGINEERING.md), so list them for the conversion and drop them after.
+        # (onnx's version converter refuses them otherwise), so list them for the conversion and drop them after.
         inputs = {v.name for v in graph.input}
         added = [t for t in graph.initializer if t.name not in inputs]
         for t in added:
@@ -170,7 +170,7 @@ def _materialise_constant_subgraphs(model: onnx.ModelProto) -> dict[str, str]:
 
     A float tensor of >= 2 elements computed only from constants, with no float
     initializer of >= 2 elements among its ancestors, and read by a non-constant node is
-    a parameter in its own right (CONCEPTS.md, "Setting"): it becomes an initializer.
+    a parameter in its own right (docs/concepts.md, "Setting"): it becomes an initializer.
     Subgraphs that transform a real weight (W -> Transpose -> MatMul) are left alone, so
     the weight keeps its initializer name.
     """
@@ -341,7 +341,7 @@ def coefficient_input(j: int) -> str:
 
 
 def perturbation_graph(model: Any, n_directions: int) -> onnx.ModelProto:
-    """The evaluation graph at ``θ* + Σ_j coef_j · dir_j`` (CONCEPTS.md, "Cross-class test").
+    """The evaluation graph at ``θ* + Σ_j coef_j · dir_j`` (docs/concepts.md, "Cross-class test").
 
     θ* stays an initializer; each parameter ``p`` gets inputs ``direction_input(j, p)``
     and the graph inputs ``coefficient_input(j)`` are scalars.

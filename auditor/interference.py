@@ -1,6 +1,6 @@
 """Interference between classes: gradient conflict, first-order and finite-step interference, pair score R.
 
-See CONCEPTS.md, "Interference". Matrices are indexed by class id ``[K, K]``; rows of
+See docs/concepts.md, "Interference". Matrices are indexed by class id ``[K, K]``; rows of
 classes without a direction (or whose ego loss does not fall) are NaN.
 
 Conditioning: ``I`` and ``I1`` divide by the loss the ego class sheds, so the row of a
@@ -87,7 +87,7 @@ def _alpha_s(curve: np.ndarray, steps: np.ndarray, zero: int) -> int | None:
 def finite_step_interference(cct: CrossClassTestResult,
                              evaluate: Callable[[int, float], np.ndarray] | None = None
                              ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """``I[c, c']`` from the CCT at step α_s (CONCEPTS.md, "Interference").
+    """``I[c, c']`` from the CCT at step α_s (docs/concepts.md, "Interference").
 
     Parameters
     ----------
@@ -183,7 +183,7 @@ def loss_changes(cct: CrossClassTestResult) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_score(delta: np.ndarray, loss: float) -> tuple[np.ndarray, np.ndarray]:
-    """The pair score ``R[a, b] = (ΔL_b|a + ΔL_a|b) / L(θ*)`` (CONCEPTS.md, "Interference").
+    """The pair score ``R[a, b] = (ΔL_b|a + ΔL_a|b) / L(θ*)`` (docs/concepts.md, "Interference").
 
     Parameters
     ----------
@@ -238,7 +238,7 @@ def ranked_pairs(matrix: np.ndarray, top: int = 10) -> list[tuple[int, int, floa
 
 @dataclass(frozen=True, eq=False)
 class InterferenceResult:
-    """Interference matrices and the pair score of one audit (CONCEPTS.md, "Interference").
+    """Interference matrices and the pair score of one audit (docs/concepts.md, "Interference").
 
     Attributes
     ----------
@@ -313,7 +313,7 @@ class InterferenceResult:
 
 def interference(gradients: ClassGradients, directions: Directions, cct: CrossClassTestResult,
                  evaluate: Callable[[int, float], np.ndarray] | None = None) -> InterferenceResult:
-    """All interference matrices and the pair score R of CONCEPTS.md, "Interference"."""
+    """All interference matrices and the pair score R of docs/concepts.md, "Interference"."""
     k = cct.n_classes
     finite, alpha_s, reasons = finite_step_interference(cct, evaluate)
     loss = mean_loss(cct)

@@ -1,6 +1,6 @@
 """Loss landscapes around θ*: flatness per class and 2-D interference models of pairs.
 
-See CONCEPTS.md, "Flatness per class" and "Interference model of a pair (2-D)".
+See docs/concepts.md, "Flatness per class" and "Interference model of a pair (2-D)".
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
 
 @dataclass(frozen=True, eq=False)
 class Flatness:
-    """Flatness of each ego class's curve (CONCEPTS.md, "Flatness per class").
+    """Flatness of each ego class's curve (docs/concepts.md, "Flatness per class").
 
     Attributes
     ----------
@@ -89,7 +89,7 @@ def flatness(cct: CrossClassTestResult) -> Flatness:
 
 @dataclass(frozen=True, eq=False)
 class InterferenceModel:
-    """The 2-D interference model of a pair (CONCEPTS.md, "Interference model of a pair").
+    """The 2-D interference model of a pair (docs/concepts.md, "Interference model of a pair").
 
     Attributes
     ----------

@@ -1,6 +1,6 @@
 """Load an exported ONNX classifier: find its data input, its logits and its parameters θ.
 
-See CONCEPTS.md, "Setting", for the rules implemented here. Everything the later stages
+See docs/concepts.md, "Setting", for the rules implemented here. Everything the later stages
 need to know about a model is decided once, in :func:`load_model`, and held by a frozen
 :class:`Model`. The model's graph is brought into one canonical form on the way in (see
 :func:`auditor.graph.canonicalize`): Constant-node and constant-subgraph weights become
@@ -28,7 +28,7 @@ from .twin import float_twin
 
 __all__ = ["Model", "ModelInput", "Parameter", "load_model", "probe_feeds", "LOGITS_KINDS", "INPUT_ROLES"]
 
-#: How the logits are read from the model (CONCEPTS.md, "Setting").
+#: How the logits are read from the model (docs/concepts.md, "Setting").
 LOGITS_KINDS = ("logits", "softmax_input", "probabilities", "sigmoid")
 #: What a data input holds. "features": float (or integer) samples such as images, feature
 #: vectors or embeddings; the others are the inputs of text models.
@@ -105,7 +105,7 @@ class Parameter:
     consumer_op : str
         Op type of that node.
     output_axis : int
-        Axis holding one output filter / unit, for filter normalisation (CONCEPTS.md,
+        Axis holding one output filter / unit, for filter normalisation (docs/concepts.md,
         "Class ego direction").
     one_dimensional : bool
         True when the tensor has at most one non-singleton dimension (biases, norm
@@ -460,7 +460,7 @@ def _layout(primary: ModelInput) -> str:
 
 
 def _find_logits(proto: onnx.ModelProto, path: Path) -> tuple[str, str, str]:
-    """Pick the float output and trace back to the logits (CONCEPTS.md, "Setting")."""
+    """Pick the float output and trace back to the logits (docs/concepts.md, "Setting")."""
     producers = {o: n for n in proto.graph.node for o in n.output}
     floats = [v for v in proto.graph.output if v.type.tensor_type.elem_type in FLOAT_TYPES]
     if not floats:
@@ -522,7 +522,7 @@ def _looks_like_probabilities(proto: onnx.ModelProto, inputs: Sequence[ModelInpu
 
 def _parameters(proto: onnx.ModelProto, logits_name: str, exclude: Sequence[str],
                 sources: Mapping[str, str]) -> tuple[Parameter, ...]:
-    """θ by the operational rule of CONCEPTS.md, on the canonical graph."""
+    """θ by the operational rule of docs/concepts.md, on the canonical graph."""
     graph = proto.graph
     producers = {o: n for n in graph.node for o in n.output}
     # Tensors the logits depend on.
@@ -571,7 +571,7 @@ def _parameters(proto: onnx.ModelProto, logits_name: str, exclude: Sequence[str]
 
 
 def _output_axis(node: onnx.NodeProto, index: int, rank: int) -> int:
-    """The axis of one output filter/unit (CONCEPTS.md, "Class ego direction")."""
+    """The axis of one output filter/unit (docs/concepts.md, "Class ego direction")."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "Conv" and index == 1:
         return 0

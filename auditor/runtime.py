@@ -12,7 +12,7 @@ Two ways to evaluate the model at perturbed weights ``θ* + Σ_j c_j d_j``
   rebuilt and the weights never leave the device.
 - ``"rebuild"``: one new session per step with the perturbed weights as initializers.
   On CPU this can be faster, since ONNX Runtime pre-packs constant weights
-  (ENGINEERING.md). The session is made from the serialised graph without weights plus
+  (measured in benchmarks/RESULTS.md). The session is made from the serialised graph without weights plus
   the serialised new initializers (protobuf merges concatenated messages), so no model
   copy is made per step. Weights are real initializers, not ``add_initializer``
   overrides, which ONNX Runtime may silently ignore for Conv weights.
@@ -234,7 +234,7 @@ def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.nd
 
     Notes
     -----
-    Logits as CONCEPTS.md, "Setting" reads them: the input of a final Softmax, the
+    Logits as docs/concepts.md, "Setting" reads them: the input of a final Softmax, the
     flattened output, ``log max(p, 1e-12)`` of probabilities, ``[0, z]`` for a sigmoid.
     A model with a batch fixed in the graph is run that many samples at a time.
     """

@@ -33,8 +33,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="Ray is not installed; pip install -e '.[ray]' to run the distributed tests")
 
 TASK_TIMEOUT = 90.0
-#: Environment of the cluster, its workers and driver subprocesses: loopback only (ENGINEERING
-#: notes: Ray's own _node_ip_address is rewritten, this variable is honoured), this checkout.
+#: Environment of the cluster, its workers and driver subprocesses: loopback only (Ray's
+#: own _node_ip_address is rewritten, this variable is honoured), this checkout.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 OPTIONS = auditor.AuditOptions(provider="cpu", strategy="inputs", alphas=(-0.2, -0.1, 0.0, 0.1, 0.2), pairs=1,
                                grid=3, max_per_class=40)

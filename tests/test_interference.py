@@ -1,4 +1,4 @@
-"""Interference matrices against plain-loop re-implementations of CONCEPTS.md, "Interference"."""
+"""Interference matrices against plain-loop re-implementations of docs/concepts.md, "Interference"."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def _random_cct(seed: int = 0) -> tuple[CrossClassTestResult, np.ndarray]:
 
 
 def _r_by_loops(cct: CrossClassTestResult, base: np.ndarray) -> np.ndarray:
-    """CONCEPTS.md's R written out pair by pair, straight from the CCT losses."""
+    """docs/concepts.md's R written out pair by pair, straight from the CCT losses."""
     k = len(base)
     present = [c for c in range(k) if cct.counts[c] > 0]
     l_mean = sum(cct.counts[c] * base[c] for c in present) / sum(cct.counts[c] for c in present)

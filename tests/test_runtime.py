@@ -1,6 +1,6 @@
 """Runtime: providers, perturbation strategies against an independent float64 evaluation.
 
-ENGINEERING.md's trap: a perturbation path that silently runs the original weights. Every
+The trap to avoid: a perturbation path that silently runs the original weights. Every
 strategy is checked to (a) move the losses and (b) equal an independent evaluation, on a
 model with Conv and BatchNormalization weights.
 """

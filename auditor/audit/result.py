@@ -34,7 +34,7 @@ READABLE_MAJOR_VERSIONS = ("1", "2")
 
 @dataclass(frozen=True, eq=False)
 class AuditResult:
-    """Everything one audit measured (CONCEPTS.md names throughout).
+    """Everything one audit measured (docs/concepts.md names throughout).
 
     Attributes
     ----------

@@ -1,7 +1,7 @@
 """Read results.json files of schema 1: recompute what the stored cross-class test allows.
 
 Schema 1 stored the pair score ``S = max(I[a, b], I[b, a])`` (ill-conditioned, see
-CONCEPTS.md, "Interference"), no soft pair confusion Q and no agreement. The pair score
+docs/concepts.md, "Interference"), no soft pair confusion Q and no agreement. The pair score
 R, the ill-conditioned rows and the agreement of R with P are functions of the stored
 CCT losses and confusion, so :func:`upgrade_v1` recomputes them exactly as an audit
 would; Q needs the model's probabilities and stays undefined (re-audit to get it). The

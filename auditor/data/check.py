@@ -1,6 +1,6 @@
 """Check data against a model once, at the boundary; analyses trust what they receive.
 
-See CONCEPTS.md, "Setting".
+See docs/concepts.md, "Setting".
 """
 
 from __future__ import annotations

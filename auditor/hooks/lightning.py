@@ -24,7 +24,7 @@ def LabelDancingCallback(recorder: LabelDancingRecorder, probe_x: Any, every_n_e
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". A factory, so importing this module does not import
+    See docs/concepts.md, "Label dancing". A factory, so importing this module does not import
     Lightning. Records at ``on_train_epoch_end`` with ``step = trainer.global_step`` and
     ``epoch`` counted from 1, on global rank 0 only; the model is predicted in eval mode
     without gradients and its modes are restored.

@@ -64,7 +64,7 @@ def record_predictions(recorder: LabelDancingRecorder, model: Any, probe_x: Any,
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". The model runs in eval mode under ``torch.no_grad``;
+    See docs/concepts.md, "Label dancing". The model runs in eval mode under ``torch.no_grad``;
     each module's train/eval mode is restored afterwards, so it can be called mid-epoch.
 
     Examples
