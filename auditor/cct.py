@@ -147,7 +147,7 @@ class CrossClassTestResult:
 
     def steps(self, i: int) -> np.ndarray:
         """The α values actually taken along the direction of ``ego_classes[i]``."""
-        return self.step_scale[i] * self.alphas
+        return np.asarray(self.step_scale[i] * self.alphas)
 
     def base_loss(self) -> np.ndarray:
         """``L_c(θ*)`` for every class (the α = 0 column)."""
@@ -185,8 +185,8 @@ class CrossClassTestResult:
 
         return cls(
             alphas=np.asarray(d["alphas"], dtype=np.float64), step_scale=np.asarray(d["step_scale"], np.float64),
-            ego_classes=tuple(int(c) for c in d["ego_classes"]), loss=arr(d["loss"]),
-            accuracy=arr(d["accuracy"]), flow=arr(d["flow"]),
+            ego_classes=tuple(int(c) for c in d["ego_classes"]), loss=array_from_json(d["loss"], np.float64),
+            accuracy=array_from_json(d["accuracy"], np.float64), flow=arr(d["flow"]),
             flow_top_classes=arr(d["flow_top_classes"], np.int64), flow_top_share=arr(d["flow_top_share"]),
             counts=np.asarray(d["counts"], dtype=np.int64), zero_index=int(d["zero_index"]),
             normalization=d["normalization"], provider=d["provider"], strategy=d["strategy"],
@@ -223,7 +223,7 @@ class CCTPlan:
 
     def steps(self, i: int) -> np.ndarray:
         """The α values taken along the direction of ``ego_classes[i]``."""
-        return self.step_scale[i] * self.alphas
+        return np.asarray(self.step_scale[i] * self.alphas)
 
     def cells(self) -> list[tuple[int, tuple[int, ...]]]:
         """``(i, grid indices)``: every perturbed step of ego class ``ego_classes[i]``, in grid order."""

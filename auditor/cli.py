@@ -11,7 +11,6 @@ import functools
 import json
 import math
 import shutil
-import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -563,4 +562,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -19,7 +19,7 @@ SHARE_FRACTIONS = (0.01, 0.03, 0.05, 0.10)
 
 def pair_confusion(confusion: np.ndarray) -> np.ndarray:
     """``P[a, b] = C[a, b] + C[b, a]`` (zero diagonal)."""
-    p = confusion + confusion.T
+    p: np.ndarray = confusion + confusion.T
     np.fill_diagonal(p, 0)
     return p
 

@@ -64,7 +64,7 @@ class _FlatMapping(Mapping[int, Mapping[str, np.ndarray]]):
 
     def vector(self, c: int) -> np.ndarray:
         """The flattened vector of class ``c`` (parameters concatenated in ``names`` order)."""
-        return self.flat[self.classes.index(int(c))]
+        return np.asarray(self.flat[self.classes.index(int(c))])
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,7 +106,7 @@ class ClassGradients(_FlatMapping):
 
     def norms(self) -> np.ndarray:
         """``||g_c||`` per class in ``classes`` order (float64)."""
-        return np.linalg.norm(self.flat.astype(np.float64), axis=1)
+        return np.asarray(np.linalg.norm(self.flat.astype(np.float64), axis=1))
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results and reports are meant to be shared
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+        with (os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -59,8 +59,10 @@ class TwinCheck:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TwinCheck:
-        return cls(str(d["kind"]), *(array_from_json(d[n]) for n in cls._ARRAYS), float(d["top1_agreement"]),
-                   float(d["mean_abs_logit_difference"]), float(d["max_abs_logit_difference"]))
+        arrays = {n: array_from_json(d[n]) for n in cls._ARRAYS}
+        return cls(kind=str(d["kind"]), **arrays, top1_agreement=float(d["top1_agreement"]),
+                   mean_abs_logit_difference=float(d["mean_abs_logit_difference"]),
+                   max_abs_logit_difference=float(d["max_abs_logit_difference"]))
 
 
 def twin_check(kind: str, deployed_logits: np.ndarray, twin_logits: np.ndarray, y: np.ndarray,

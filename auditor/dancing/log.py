@@ -216,7 +216,7 @@ class LabelDancingRecorder:
         self._write({"step": int(step), "epoch": None if epoch is None else int(epoch),
                      "pred": pred.astype(np.int64).tolist()})
         self.n_records += 1
-        return pred
+        return np.asarray(pred)
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is on the schedule (``step % every == 0``)."""

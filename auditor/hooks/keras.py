@@ -40,7 +40,7 @@ def LabelDancingCallback(recorder: LabelDancingRecorder, probe_x: Any, every_n_e
     except ImportError as err:
         raise ImportError("the Keras hook needs Keras 3: pip install keras (or 'auditor[keras]')") from err
 
-    class _LabelDancing(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+    class _LabelDancing(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.steps = 0

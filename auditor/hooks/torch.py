@@ -35,7 +35,7 @@ def predict(model: Any, probe_x: Any, batch_size: int = 256) -> np.ndarray:
                 if not isinstance(out, torch.Tensor):  # (logits, ...) tuples, or outputs with .logits
                     out = out.logits if hasattr(out, "logits") else out[0]
                 outs.append(out.detach().float().cpu())
-        return torch.cat(outs).numpy()
+        return np.asarray(torch.cat(outs).numpy())
     finally:
         for m, training in modes:
             m.training = training

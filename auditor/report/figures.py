@@ -13,6 +13,7 @@ import base64
 import io
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -36,8 +37,8 @@ GREY = "#b0b0b0"
 #: tab10 without red (kept for ego curves) plus dark tab20b tones: readable as text on white
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
                 "#a68a00", "#393b79", "#637939", "#7b4173", "#8c6d31")
-FONT = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.labelsize": 8.5, "xtick.labelsize": 7.5,
-        "ytick.labelsize": 7.5, "legend.fontsize": 7.5}
+FONT: dict[str, Any] = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.labelsize": 8.5, "xtick.labelsize": 7.5,
+                        "ytick.labelsize": 7.5, "legend.fontsize": 7.5}
 
 
 def short(name: object, width: int = 16) -> str:
