@@ -151,10 +151,14 @@ def inspect(
     debug: DebugOption = False,
 ) -> None:
     """Describe MODEL: input, logits, classes, opset, producer and the parameters θ."""
+    from .graph import gradient_support
     from .model import load_model
 
     m = load_model(model, exclude=exclude or ())
     summary = m.summary()
+    rewrites, refused = gradient_support(m)
+    summary["gradients"] = {"rewrites": [{"name": r.name, "description": r.description, "count": r.count}
+                                         for r in rewrites], "refused": refused}
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
@@ -173,6 +177,8 @@ def inspect(
         f"parameters  {summary['n_parameters']:,} in {len(m.parameters)} tensors",
         "ops         " + ", ".join(f"{k} x{v}" for k, v in summary["op_types"].items()),
     ]
+    lines.append("gradients   " + (f"refused: {refused}" if refused else "supported"))
+    lines += [f"rewrite     {r.name} x{r.count}: {r.description}" for r in rewrites]
     lines += [f"note        {n}" for n in summary["notes"]]
     lines.append("")
     width = max(len(p.name) for p in m.parameters)

@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ModelError, UnsupportedNodeError
-from .rewrites import apply_rewrites, unsupported_advice
+from .rewrites import RewriteRecord, apply_rewrites, needed_rewrites, unsupported_advice
 
 __all__ = [
     "canonicalize",
@@ -475,6 +475,21 @@ def check_gradient_support(model: Any) -> None:
         pass
     apply_rewrites(m, set(model.parameter_names), static_shapes=False)
     _check_differentiable(m, model.parameter_names, REVERSE)
+
+
+def gradient_support(model: Any) -> tuple[list[RewriteRecord], str | None]:
+    """What ``auditor inspect`` says about differentiating ``model``.
+
+    Returns the rewrites its gradient graph needs (:func:`auditor.rewrites.needed_rewrites`,
+    on a copy with the batch fixed) and, when the graph cannot be differentiated, the one-line
+    reason an audit would give (None when it can).
+    """
+    rewrites = needed_rewrites(model.proto, set(model.parameter_names), batch=model.fixed_batch or 1)
+    try:
+        check_gradient_support(model)
+    except UnsupportedNodeError as err:
+        return rewrites, str(err)
+    return rewrites, None
 
 
 def _differentiable(node: onnx.NodeProto, rules: dict[str, Any], opset: int) -> bool:

@@ -164,3 +164,22 @@ def test_refused_models_get_one_line_and_exit_2(name: str, tmp_path: Path) -> No
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and REFUSED[name] in errors[0], result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_inspect_lists_the_rewrites_and_the_refusal() -> None:
+    def inspect(name: str) -> dict:
+        result = CliRunner().invoke(app, ["inspect", str(deployed_entry(name)["path"]), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["gradients"]
+
+    proto = onnx.load(deployed_entry("mobilenetv2_ts")["path"])
+    depthwise = [n for n in proto.graph.node if n.op_type == "Conv"
+                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    relu6 = [n for n in proto.graph.node if n.op_type == "Clip"]
+    gradients = inspect("mobilenetv2_ts")
+    assert gradients["refused"] is None
+    assert {r["name"]: r["count"] for r in gradients["rewrites"]} == {"depthwise-conv": len(depthwise),
+                                                                      "clip-mask": len(relu6)}
+    lrn = sum(n.op_type == "LRN" for n in onnx.load(deployed_entry("googlenet_lrn")["path"]).graph.node)
+    assert {r["name"]: r["count"] for r in inspect("googlenet_lrn")["rewrites"]} == {"lrn": lrn}
+    assert "com.microsoft.Attention" in inspect("bert_ort_fused")["refused"]
