@@ -534,6 +534,16 @@ def dance(
         help="An audit's results.json, to compare dancing pairs with interference and confusion pairs.")] = None,
     max_per_class: Annotated[int, typer.Option(help="Probe samples per class for --checkpoints.")] = 100,
     device: DeviceOption = "auto",
+    label_column: LabelColumnOption = "label",
+    image_size: ImageSizeOption = None,
+    layout: LayoutOption = "NCHW",
+    mean: MeanOption = None,
+    std: StdOption = None,
+    grayscale: GrayscaleOption = False,
+    text_column: TextColumnOption = None,
+    tokenizer: TokenizerOption = None,
+    max_length: MaxLengthOption = 128,
+    padding: PaddingOption = "longest",
     debug: DebugOption = False,
 ) -> None:
     """Label dancing from a training LOG, or from --checkpoints predicting --data."""
@@ -545,7 +555,10 @@ def dance(
     if checkpoints is not None:
         if data is None:
             raise OptionError("--checkpoints needs --data: the probe set the checkpoints predict")
-        probe = _load_data(data, _data_kwargs()).stratified(max_per_class)
+        kwargs = _data_kwargs(label_column=label_column, image_size=image_size, layout=layout, mean=mean, std=std,
+                              grayscale=grayscale, text_column=text_column, tokenizer=tokenizer,
+                              max_length=max_length, padding=padding)
+        probe = _load_data(data, kwargs).stratified(max_per_class)
         analysis = dance_analysis(predict_checkpoints(checkpoints, probe, provider=device))
     else:
         assert log is not None
