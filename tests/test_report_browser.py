@@ -97,8 +97,17 @@ def test_compare_report_in_chromium(tmp_path: Path) -> None:
     from auditor.report.compare import COMPARE_SECTIONS, render_compare_report
 
     paths = demo_paths()
-    page = render_compare_report(compare(paths.model, paths.candidate, paths.data), tmp_path / "compare.html")
+    result = compare(paths.model, paths.candidate, paths.data)
+    page = render_compare_report(result, tmp_path / "compare.html")
     check_page(page, tmp_path, COMPARE_SECTIONS, "report_compare.png")
+    # the regressed class (digit 3, starved of training images in the candidate) reaches the DOM with its drop
+    dom = chromium(page, tmp_path, "--dump-dom").stdout
+    regressed = result.regressed_classes()
+    assert len(regressed) >= 1
+    text = re.sub(r"<[^>]+>", " ", dom)
+    for c in regressed:
+        drop = f"{result.classes.accuracy_change[c] * 100:+.1f}".replace("-", "−")
+        assert result.class_names[c] in text and (drop in text or drop.replace("−", "-") in text), (c, drop)
 
 
 def test_demo_report_in_chromium(demo_run: dict, tmp_path: Path) -> None:
