@@ -316,11 +316,18 @@ def audit(
     include_1d: Annotated[bool, typer.Option("--include-1d", help="Move biases and norm parameters too.")] = False,
     alphas: Annotated[str | None, typer.Option(help="α grid, comma-separated, 0 included.")] = None,
     classes: Annotated[str | None, typer.Option(help="Ego classes, comma-separated ids.")] = None,
-    pairs: Annotated[int, typer.Option(help="Interference models for the top N pairs (by R and by confusion).")] = 3,
+    pairs: Annotated[int | None, typer.Option(
+        help="2-D interference models for the top N pairs by the pair score R and by confusion P (default: as many as "
+             "the budget allows; 0: none).")] = None,
     candidates: Annotated[int | None, typer.Option(
         help="With many classes: run the CCT for the classes of the top N pairs only (default 20 when K > 64).")
     ] = None,
-    grid: Annotated[int, typer.Option(help="Points per axis of the 2-D interference models.")] = 25,
+    grid: Annotated[int | None, typer.Option(
+        help="Points per axis of the 2-D models, every point evaluated (default: a 25x25 grid evaluated on a "
+             "lattice refined near each minimum, as the budget allows).")] = None,
+    budget: Annotated[float, typer.Option(
+        help="Everything except the cross-class test may cost this multiple of the CCT's own cost; the 2-D "
+             "models are sized to fit what the other stages leave. --pairs and --grid override it.")] = 0.5,
     basis: Annotated[str, typer.Option(help="orthonormal, or gradients (the paper's own axes).")] = "orthonormal",
     learning_rate: Annotated[float, typer.Option(help="η of the gradients basis.")] = 0.01,
     batch_size: Annotated[int, typer.Option(help="Samples per runtime call.")] = 256,
@@ -358,7 +365,7 @@ def audit(
 
     options = AuditOptions(
         normalization=normalization, include_1d=include_1d, alphas=_floats(alphas, "--alphas"),
-        classes=_ints(classes, "--classes"), pairs=pairs, candidates=candidates, grid=grid, basis=basis,
+        classes=_ints(classes, "--classes"), pairs=pairs, candidates=candidates, grid=grid, budget=budget, basis=basis,
         learning_rate=learning_rate, batch_size=batch_size, max_per_class=max_per_class, provider=device,
         strategy=strategy, exclude=tuple(exclude or ()))
     checks = _gate_checks(gate, gate_config)
@@ -509,7 +516,7 @@ def demo(
         typer.echo(f"\nreport: {(out / 'report.html').resolve()}")
         return
     out = out or Path("auditor-demo")
-    options = AuditOptions(pairs=3, grid=25, provider=device)
+    options = AuditOptions(provider=device)  # the default budget sizes the 2-D models
     result = _run(paths.model, paths.data, out, gradient_data=paths.train, options=options,
                   checks=list(DEFAULT_CHECKS), dance=paths.dance, report=True, quiet=False,
                   data_kwargs=_data_kwargs())

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 from .serialization import array_from_json, json_array
 
 __all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "GridRows",
-           "local_rows", "plane_evaluator", "BASES"]
+           "lattice_sizes", "refine_points", "plane_evaluations", "pair_subset", "parallel", "local_rows",
+           "plane_evaluator", "BASES"]
 
 BASES = ("orthonormal", "gradients")
 PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
@@ -101,7 +102,8 @@ class InterferenceModel:
         ``θ* - s g_a - t g_b``. ``t`` has one point (0) for a 1-D model.
     loss_a, loss_b, accuracy_a, accuracy_b, total : ndarray of shape (n, m)
         ``L_a``, ``L_b``, ``A_a``, ``A_b`` on D_a ∪ D_b and the total loss ``L`` (other
-        classes from a stratified subsample, each class weighted by its share of D).
+        classes from a stratified subsample, each class weighted by its share of D). NaN
+        at grid points not evaluated (see ``lattice``); ``total`` is known on the lattice.
     radius : float
         r: the grid spans [-r, r] on each axis.
     conflict_angle : float
@@ -117,7 +119,16 @@ class InterferenceModel:
     note : str
         Why the model is 1-D, or "".
     n_samples : int
-        Samples evaluated per grid point.
+        Samples evaluated per lattice point (D_a ∪ D_b and the subsample of the rest).
+    lattice : int
+        Points per axis evaluated over the whole plane: every ``(n - 1) / (lattice - 1)``-th
+        grid point. Equal to ``n`` when every grid point was evaluated.
+    refined : int
+        Grid points evaluated near each class's lattice minimum, per class (0 for a full
+        grid), on D_a ∪ D_b only (``refine_samples`` samples).
+    refine_samples : int
+    evaluations : int
+        Passes over the pair's samples in all.
     """
 
     a: int
@@ -139,6 +150,10 @@ class InterferenceModel:
     one_dimensional: bool = False
     note: str = ""
     n_samples: int = 0
+    lattice: int = 0
+    refined: int = 0
+    refine_samples: int = 0
+    evaluations: int = 0
 
     def __post_init__(self) -> None:
         for x in (self.s, self.t, self.loss_a, self.loss_b, self.accuracy_a, self.accuracy_b, self.total):
@@ -151,7 +166,9 @@ class InterferenceModel:
         d.update(a=self.a, b=self.b, basis=self.basis, radius=self.radius, conflict_angle=self.conflict_angle,
                  minimum_a=list(self.minimum_a), minimum_b=list(self.minimum_b),
                  minimum_separation=self.minimum_separation, resolution=self.resolution,
-                 one_dimensional=self.one_dimensional, note=self.note, n_samples=self.n_samples)
+                 one_dimensional=self.one_dimensional, note=self.note, n_samples=self.n_samples,
+                 lattice=self.lattice, refined=self.refined, refine_samples=self.refine_samples,
+                 evaluations=self.evaluations)
         return d
 
     @classmethod
@@ -162,7 +179,16 @@ class InterferenceModel:
                    minimum_b=tuple(d["minimum_b"]),  # type: ignore[arg-type]
                    minimum_separation=float(d["minimum_separation"]), resolution=float(d["resolution"]),
                    one_dimensional=bool(d["one_dimensional"]), note=d.get("note", ""),
-                   n_samples=int(d.get("n_samples", 0)), **arrays)
+                   n_samples=int(d.get("n_samples", 0)), lattice=int(d.get("lattice", len(arrays["s"]))),
+                   refined=int(d.get("refined", 0)), refine_samples=int(d.get("refine_samples", 0)),
+                   evaluations=int(d.get("evaluations", 0)), **arrays)
+
+    def lattice_view(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``(s, t, arrays)`` at the lattice points only: every array defined everywhere (for contours)."""
+        step = max((len(self.s) - 1) // max(self.lattice - 1, 1), 1) if self.lattice else 1
+        rows = slice(None, None, step)
+        cols = rows if len(self.t) > 1 else slice(None)
+        return self.s[rows], self.t[cols], {n: getattr(self, n)[rows, cols] for n in self._ARRAYS[2:]}
 
 
 def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 0) -> np.ndarray:
@@ -185,6 +211,159 @@ def evaluate_points(evaluator: Evaluator, points: Sequence[Sequence[float]]) -> 
     One row of a 2-D grid is one call: the unit of work a distributed run hands out.
     """
     return [evaluator.evaluate(list(p)) for p in points]
+
+
+def lattice_sizes(grid: int) -> list[int]:
+    """Lattice sizes (points per axis) that a grid of ``grid`` points per axis allows, ascending.
+
+    A lattice takes every k-th grid point with k dividing ``(grid - 1) / 2``, so it keeps
+    both ends and θ* (the middle point); ``grid`` itself (k = 1) is the full grid.
+    """
+    half = (grid - 1) // 2
+    return sorted({(grid - 1) // k + 1 for k in range(1, half + 1) if half % k == 0 and (grid - 1) % k == 0})
+
+
+def _refine_steps(stride: int) -> list[int]:
+    """Search steps from a lattice point down to one grid cell: ceil-halving ``stride``."""
+    steps, step = [], stride
+    while step > 1:
+        step = -(-step // 2)
+        steps.append(step)
+    return steps
+
+
+def refine_points(grid: int, lattice: int, one_dimensional: bool = False) -> int:
+    """Grid points evaluated near each class's minimum for a lattice of ``lattice`` points per axis.
+
+    One search step per halving of the lattice spacing: the up to 8 neighbours (2 in 1-D)
+    at that distance from the best point so far; neighbours off the grid or already
+    evaluated are made up by the nearest points not yet evaluated. 0 for a full grid.
+    """
+    if lattice >= grid:
+        return 0
+    neighbours = 2 if one_dimensional else 8
+    return neighbours * len(_refine_steps((grid - 1) // (lattice - 1)))
+
+
+def plane_evaluations(grid: int, lattice: int, one_dimensional: bool = False) -> tuple[int, int]:
+    """``(lattice evaluations, refinement evaluations)`` of one pair; every grid point is evaluated at most once."""
+    cols = 1 if one_dimensional else None
+    lattice_points = lattice * (cols or lattice)
+    points = grid * (cols or grid)
+    refined = min(2 * refine_points(grid, lattice, one_dimensional), points - lattice_points)
+    return lattice_points, refined
+
+
+class _Plane:
+    """The grid's values as they are evaluated; NaN where not (yet) evaluated."""
+
+    NEIGHBOURS = [(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj]
+
+    def __init__(self, n: int, m: int, a: int, b: int, pi: np.ndarray) -> None:
+        self.a, self.b, self.pi = a, b, pi
+        self.values = {name: np.full((n, m), np.nan) for name in ("loss_a", "loss_b", "accuracy_a", "accuracy_b",
+                                                                   "total")}
+        self.evaluated = np.zeros((n, m), dtype=bool)
+
+    def store(self, points: Sequence[tuple[int, int]], stats: Sequence[StepStats], with_total: bool) -> None:
+        for (i, j), st in zip(points, stats):
+            loss, acc = st.loss, st.accuracy
+            self.values["loss_a"][i, j], self.values["loss_b"][i, j] = loss[self.a], loss[self.b]
+            self.values["accuracy_a"][i, j], self.values["accuracy_b"][i, j] = acc[self.a], acc[self.b]
+            if with_total:
+                present = st.count > 0
+                self.values["total"][i, j] = float(np.sum(self.pi[present] * loss[present]) / np.sum(self.pi[present]))
+            self.evaluated[i, j] = True
+
+    def best(self, name: str) -> tuple[int, int]:
+        """Grid index of the smallest evaluated value (ties: the first in row-major order)."""
+        i, j = np.unravel_index(int(np.nanargmin(self.values[name])), self.evaluated.shape)
+        return int(i), int(j)
+
+    def neighbours(self, centre: tuple[int, int], step: int) -> list[tuple[int, int]]:
+        n, m = self.evaluated.shape
+        out = []
+        for di, dj in self.NEIGHBOURS:
+            i, j = centre[0] + di * step, centre[1] + (dj * step if m > 1 else 0)
+            if 0 <= i < n and 0 <= j < m and not self.evaluated[i, j] and (i, j) not in out:
+                out.append((i, j))
+        return out
+
+    def nearest(self, centre: tuple[int, int]) -> list[tuple[int, int]]:
+        """The points not yet evaluated at the smallest Chebyshev distance from ``centre``, row-major."""
+        i, j = np.nonzero(~self.evaluated)
+        if not len(i):
+            return []
+        distance = np.maximum(np.abs(i - centre[0]), np.abs(j - centre[1]))
+        keep = distance == distance.min()
+        return [(int(p), int(q)) for p, q in zip(i[keep], j[keep])]
+
+
+def _refine(plane: _Plane, name: str, stride: int, quota: int,
+            evaluate: Callable[[list[tuple[int, int]]], None]) -> None:
+    """Spend ``quota`` evaluations (fewer only if the grid runs out) near the minimum of ``name``."""
+    spent = 0
+    for step in _refine_steps(stride):
+        points = plane.neighbours(plane.best(name), step)[: quota - spent]
+        evaluate(points)
+        spent += len(points)
+    while spent < quota:
+        points = plane.nearest(plane.best(name))[: quota - spent]
+        if not points:
+            return
+        evaluate(points)
+        spent += len(points)
+
+
+def parallel(directions: Directions, a: int, b: int) -> bool:
+    """d_b is (anti)parallel to d_a: the orthonormal basis has no second axis (a 1-D model)."""
+    da, db = directions.vector(a).astype(np.float64), directions.vector(b).astype(np.float64)
+    return bool(abs(float(da @ db / (np.linalg.norm(da) * np.linalg.norm(db)))) > 1 - PARALLEL)
+
+
+def pair_subset(y: np.ndarray, a: int, b: int, total_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a pair's lattice samples (D_a ∪ D_b and a stratified subsample of the rest, at
+    most ``total_samples`` unless one sample per other class is more) and of D_a ∪ D_b."""
+    return _pair_subset(y, a, b, total_samples), np.flatnonzero((y == a) | (y == b))
+
+
+@dataclass(frozen=True)
+class _Axes:
+    flat: list[np.ndarray]
+    radius: float
+    s: np.ndarray
+    one_dimensional: bool
+    note: str
+    conflict_angle: float
+
+
+def _axes(a: int, b: int, directions: Directions | None, gradients: ClassGradients, basis: str, grid: int,
+          alpha_max: float | None, learning_rate: float) -> _Axes:
+    """The plane's axes (flat float32 vectors over θ), its radius and the grid coordinates."""
+    ga, gb = gradients.vector(a).astype(np.float64), gradients.vector(b).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos_g = float(ga @ gb / (np.linalg.norm(ga) * np.linalg.norm(gb)))
+    angle = float(np.degrees(np.arccos(np.clip(cos_g, -1, 1)))) if np.isfinite(cos_g) else float("nan")
+    one_d, note = False, ""
+    if basis == "orthonormal":
+        if directions is None or a not in directions.classes or b not in directions.classes:
+            raise OptionError(f"classes {a} and {b} both need an ego direction for the orthonormal basis")
+        da, db = directions.vector(a).astype(np.float64), directions.vector(b).astype(np.float64)
+        na, nb = np.linalg.norm(da), np.linalg.norm(db)
+        u = da / na
+        amax = float(alpha_max if alpha_max is not None else directions.alpha_max[directions.classes.index(a)])
+        r = amax * max(na, nb)
+        axis0, axis1 = u, None
+        if parallel(directions, a, b):
+            one_d, note = True, "d_b is (anti)parallel to d_a: no second axis, so the model is 1-D along u"
+        else:
+            v = db - (u @ db) * u
+            axis1 = v / np.linalg.norm(v)
+    else:
+        axis0, axis1 = -ga, -gb  # θ* - s g_a - t g_b
+        r = 10 * learning_rate
+    flat = [axis.astype(np.float32) for axis in (axis0, axis1) if axis is not None]
+    return _Axes(flat, float(r), np.linspace(-r, r, grid), one_d, note, angle)
 
 
 #: ``rows(subset, axes, points)`` evaluates a pair's grid: ``subset`` the sample indices,
@@ -220,9 +399,9 @@ def local_rows(model: Model, data: Dataset, *, provider: str = "auto", batch_siz
 
 def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: Directions | None = None,
                        gradients: ClassGradients | None = None, basis: str = "orthonormal",
-                       grid: int = 25, alpha_max: float | None = None, learning_rate: float = 0.01,
-                       total_samples: int = 2000, provider: str = "auto", batch_size: int = 256,
-                       strategy: str = "auto", progress: bool | None = None,
+                       grid: int = 25, lattice: int | None = None, alpha_max: float | None = None,
+                       learning_rate: float = 0.01, total_samples: int = 2000, provider: str = "auto",
+                       batch_size: int = 256, strategy: str = "auto", progress: bool | None = None,
                        rows: GridRows | None = None) -> InterferenceModel:
     """Evaluate the 2-D interference model of classes ``a`` and ``b``.
 
@@ -239,6 +418,10 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     basis : {"orthonormal", "gradients"}, default="orthonormal"
     grid : int, default=25
         Points per axis (the paper's figures: 9 for the gradients basis).
+    lattice : int, optional
+        Evaluate only every ``(grid - 1) / (lattice - 1)``-th point over the whole plane, then
+        search near each class's lattice minimum down to one grid cell, on D_a ∪ D_b only
+        (see Notes). One of :func:`lattice_sizes`; default: ``grid`` (every point).
     alpha_max : float, optional
         r = α_max · max(||d_a||, ||d_b||); default: the directions' α_max.
     learning_rate : float, default=0.01
@@ -252,6 +435,13 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     Returns
     -------
     InterferenceModel
+
+    Notes
+    -----
+    The minimum of each class is the smallest value among the points evaluated (ties: the
+    first in row-major order). With a lattice, the search from the lattice's minimum halves
+    its step down to one grid cell and then takes the nearest points not yet evaluated, so
+    the minimum is resolved to one grid cell in the basin the lattice found.
     """
     if basis not in BASES:
         raise OptionError(f"unknown basis {basis!r}; choose one of {', '.join(BASES)}")
@@ -259,56 +449,44 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
         raise OptionError(f"the interference-model grid needs >= 3 points per axis, got {grid}")
     if gradients is None:
         raise OptionError("interference_model needs the class gradients")
-    k = model.n_classes
-    ga, gb = gradients.vector(a).astype(np.float64), gradients.vector(b).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos_g = float(ga @ gb / (np.linalg.norm(ga) * np.linalg.norm(gb)))
-    angle = float(np.degrees(np.arccos(np.clip(cos_g, -1, 1)))) if np.isfinite(cos_g) else float("nan")
-    one_d, note = False, ""
-    if basis == "orthonormal":
-        if directions is None or a not in directions.classes or b not in directions.classes:
-            raise OptionError(f"classes {a} and {b} both need an ego direction for the orthonormal basis")
-        da, db = directions.vector(a).astype(np.float64), directions.vector(b).astype(np.float64)
-        na, nb = np.linalg.norm(da), np.linalg.norm(db)
-        u = da / na
-        cos_d = float(u @ db / nb)
-        amax = float(alpha_max if alpha_max is not None else directions.alpha_max[directions.classes.index(a)])
-        r = amax * max(na, nb)
-        axis0, axis1 = u, None
-        if abs(cos_d) > 1 - PARALLEL:
-            one_d, note = True, "d_b is (anti)parallel to d_a: no second axis, so the model is 1-D along u"
-        else:
-            v = db - (u @ db) * u
-            axis1 = v / np.linalg.norm(v)
-        s = np.linspace(-r, r, grid)
-    else:
-        axis0, axis1 = -ga, -gb  # θ* - s g_a - t g_b
-        r = 10 * learning_rate
-        s = np.linspace(-r, r, grid)
-    t = np.zeros(1) if one_d else s.copy()
-    flat_axes = [axis.astype(np.float32) for axis in (axis0, axis1) if axis is not None]
+    lattice = grid if lattice is None else lattice
+    if lattice not in lattice_sizes(grid):
+        raise OptionError(f"a lattice of {lattice} points does not fit a grid of {grid}; choose one of "
+                          f"{', '.join(map(str, lattice_sizes(grid)))}")
+    ax = _axes(a, b, directions, gradients, basis, grid, alpha_max, learning_rate)
+    s, t = ax.s, (np.zeros(1) if ax.one_dimensional else ax.s.copy())
     y = np.asarray(data.y)
-    subset = _pair_subset(y, a, b, total_samples)
-    points = [[(float(si),) if one_d else (float(si), float(tj)) for tj in t] for si in s]
+    subset, pair = pair_subset(y, a, b, total_samples)
     if rows is None:
         rows = local_rows(model, data, provider=provider, batch_size=batch_size, strategy=strategy)
-    pi = np.bincount(y, minlength=k) / len(y)
-    shape = (len(s), len(t))
-    loss_a, loss_b, acc_a, acc_b, total = (np.full(shape, np.nan) for _ in range(5))
-    with Progress(shape[0] * shape[1], f"interference model {a}-{b}", enabled=progress) as bar:
-        for i, row_stats in rows(subset, flat_axes, points):
-            for j, stats in enumerate(row_stats):
-                loss, acc = stats.loss, stats.accuracy
-                loss_a[i, j], loss_b[i, j] = loss[a], loss[b]
-                acc_a[i, j], acc_b[i, j] = acc[a], acc[b]
-                present = stats.count > 0
-                total[i, j] = float(np.sum(pi[present] * loss[present]) / np.sum(pi[present]))
-                bar.advance()
-    min_a = np.unravel_index(int(np.nanargmin(loss_a)), shape)
-    min_b = np.unravel_index(int(np.nanargmin(loss_b)), shape)
-    separation = float(np.hypot(s[min_a[0]] - s[min_b[0]], t[min_a[1]] - t[min_b[1]]) / r)
+    plane = _Plane(len(s), len(t), a, b, np.bincount(y, minlength=model.n_classes) / len(y))
+    stride = (grid - 1) // (lattice - 1)
+    n_lattice, n_refined = plane_evaluations(grid, lattice, ax.one_dimensional)
+
+    def coords(p: tuple[int, int]) -> tuple[float, ...]:
+        return (float(s[p[0]]),) if ax.one_dimensional else (float(s[p[0]]), float(t[p[1]]))
+
+    with Progress(n_lattice + n_refined, f"interference model {a}-{b}", enabled=progress) as bar:
+        cols = list(range(0, len(t), stride))
+        lattice_rows = [[(i, j) for j in cols] for i in range(0, len(s), stride)]
+        for r, stats in rows(subset, ax.flat, [[coords(p) for p in row] for row in lattice_rows]):
+            plane.store(lattice_rows[r], stats, True)
+            bar.advance(len(stats))
+
+        def refine_at(points: list[tuple[int, int]]) -> None:
+            if points:
+                for _, stats in rows(pair, ax.flat, [[coords(p) for p in points]]):
+                    plane.store(points, stats, False)
+                    bar.advance(len(stats))
+
+        quota = refine_points(grid, lattice, ax.one_dimensional)
+        if quota:
+            _refine(plane, "loss_a", stride, quota, refine_at)
+            _refine(plane, "loss_b", stride, quota, refine_at)
+    min_a, min_b = plane.best("loss_a"), plane.best("loss_b")
+    separation = float(np.hypot(s[min_a[0]] - s[min_b[0]], t[min_a[1]] - t[min_b[1]]) / ax.radius)
     return InterferenceModel(
-        a=a, b=b, basis=basis, s=s, t=t, loss_a=loss_a, loss_b=loss_b, accuracy_a=acc_a, accuracy_b=acc_b,
-        total=total, radius=float(r), conflict_angle=angle, minimum_a=(int(min_a[0]), int(min_a[1])),
-        minimum_b=(int(min_b[0]), int(min_b[1])), minimum_separation=separation, resolution=2.0 / (grid - 1),
-        one_dimensional=one_d, note=note, n_samples=len(subset))
+        a=a, b=b, basis=basis, s=s, t=t, **plane.values, radius=ax.radius, conflict_angle=ax.conflict_angle,
+        minimum_a=min_a, minimum_b=min_b, minimum_separation=separation, resolution=2.0 / (grid - 1),
+        one_dimensional=ax.one_dimensional, note=ax.note, n_samples=len(subset), lattice=lattice,
+        refined=quota, refine_samples=len(pair) if quota else 0, evaluations=int(plane.evaluated.sum()))

@@ -23,7 +23,12 @@ def test_demo_writes_a_complete_audit(demo_run: dict[str, Any], tmp_path: Path) 
     assert data["model"]["n_classes"] == 10 and data["class_names"][3] == "digit 3"
     assert data["data"]["n_samples"] == 899 and data["gradient_data"]["n_samples"] == 898
     assert len(data["cct"]["ego_classes"]) == 10 and len(data["cct"]["alphas"]) == 21
-    assert len(data["interference_models"]) >= 3
+    # the budget sizes the 2-D models: at least the smallest design, exactly what the design names
+    design = data["cost"]["design"]
+    assert design["chosen_by"] == "budget" and len(data["interference_models"]) == len(design["pairs"]) >= 1
+    assert [[m["a"], m["b"]] for m in data["interference_models"]] == design["pairs"]
+    assert data["cost"]["actual"]["cct"]["evaluations"] == 10 * 20  # α = 0 is the unperturbed pass
+    assert "plan: ≈" in output and "2-D models: " in output
     assert data["dance"] is not None and set(data["dance"]["agreement"]) >= {"interference", "confusion"}
     assert {c["name"] for c in data["gate"]["checks"]} >= {"worst_class_accuracy", "late_dance_rate"}
     assert all(c["status"] != "skipped" for c in data["gate"]["checks"])  # the log makes every check defined
@@ -65,7 +70,7 @@ def test_demo_ranks_pairs_by_r_and_reports_the_agreement(demo_run: dict[str, Any
     out = demo_run["out"]
     data = json.loads((out / "results.json").read_text())
     names = data["class_names"]
-    assert data["schema_version"] == "2.0"
+    assert data["schema_version"] == "2.1"
     # R from the stored CCT losses, independently: the results and the report rank by it
     r = r_from_results(data)
     np.testing.assert_allclose(np.array(data["interference"]["pair_score"], dtype=np.float64), r, rtol=1e-9)

@@ -7,8 +7,9 @@ import pytest
 
 import auditor
 from auditor.cct import CrossClassTestResult
+from auditor.errors import OptionError
 from auditor.gradients import EgoDirections
-from auditor.landscape import flatness, interference_model
+from auditor.landscape import flatness, interference_model, lattice_sizes, plane_evaluations, refine_points
 
 from . import numpy_mlp as ref
 
@@ -82,6 +83,88 @@ def test_parallel_directions_give_a_one_dimensional_model(setup: dict) -> None:
                              include_1d=False, alpha_max=np.array([0.2, 0.2]))
     m = interference_model(setup["model"], setup["data"], 0, 1, directions=parallel, gradients=setup["grads"], grid=5)
     assert m.one_dimensional and m.loss_a.shape == (5, 1) and "parallel" in m.note
+
+
+def test_lattice_sizes_keep_the_ends_and_theta_star() -> None:
+    assert lattice_sizes(25) == [3, 5, 7, 9, 13, 25]
+    assert lattice_sizes(9) == [3, 5, 9]
+    # a 7-point lattice over 25 points is 4 cells apart: steps of 2 and 1; 5 points: 6 -> 3, 2, 1
+    assert refine_points(25, 7) == 8 * 2 and refine_points(25, 5) == 8 * 3 and refine_points(25, 25) == 0
+    assert refine_points(25, 7, one_dimensional=True) == 2 * 2
+    assert plane_evaluations(25, 7) == (49, 32) and plane_evaluations(5, 3) == (9, 16)  # 16: the rest of 25
+
+
+def test_lattice_and_refinement_evaluate_the_same_function(setup: dict) -> None:
+    a, b, k = 1, 2, setup["k"]
+    kwargs = {"directions": setup["dirs"], "gradients": setup["grads"], "grid": 9}
+    full = interference_model(setup["model"], setup["data"], a, b, **kwargs)
+    m = interference_model(setup["model"], setup["data"], a, b, lattice=3, total_samples=30, **kwargs)
+    n_lattice, n_refined = plane_evaluations(9, 3)
+    assert m.evaluations == n_lattice + n_refined == 9 + 2 * refine_points(9, 3)
+    assert m.lattice == 3 and m.refined == refine_points(9, 3) and m.refine_samples == 24
+    evaluated = np.isfinite(m.loss_a) | np.isfinite(m.loss_b)
+    assert evaluated.sum() == m.evaluations
+    np.testing.assert_allclose(m.loss_a[evaluated], full.loss_a[evaluated], rtol=2e-5)
+    np.testing.assert_allclose(m.loss_b[evaluated], full.loss_b[evaluated], rtol=2e-5)
+    on_lattice = np.zeros((9, 9), dtype=bool)
+    on_lattice[::4, ::4] = True
+    assert np.isfinite(m.total[on_lattice]).all() and np.isnan(m.total[~on_lattice]).all()
+    assert m.n_samples == 24 + 2 * 3  # the lattice's total loss: D_a ∪ D_b and 3 of each other class
+    s_l, t_l, arrays = m.lattice_view()
+    np.testing.assert_array_equal(s_l, m.s[::4])
+    assert np.isfinite(arrays["total"]).all() and arrays["loss_a"].shape == (3, 3)
+    assert np.isfinite(m.loss_a[m.minimum_a]) and m.loss_a[m.minimum_a] == np.nanmin(m.loss_a)
+    ref_losses = ref.class_losses(setup["weights"], setup["x"], setup["y"], k)
+    assert m.loss_a[4, 4] == pytest.approx(ref_losses[a], rel=1e-5)  # θ* is on the lattice
+
+
+def test_a_lattice_off_the_grid_is_refused(setup: dict) -> None:
+    with pytest.raises(OptionError, match="lattice of 4 points does not fit a grid of 25; choose one of 3, 5, 7"):
+        interference_model(setup["model"], setup["data"], 0, 1, directions=setup["dirs"], gradients=setup["grads"],
+                           lattice=4)
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict:
+    from auditor.demo import demo_paths
+
+    paths = demo_paths()
+    model = auditor.load_model(paths.model)
+    data = auditor.load_data(paths.data)
+    result = auditor.run_audit(model, data, auditor.AuditOptions(pairs=0), gradient_data=auditor.load_data(
+        paths.train), gate=None)
+    grads = auditor.class_gradients(model, auditor.load_data(paths.train), progress=False)
+    pairs = []  # the pairs a default demo audit models: the top 3 by pair score and by confusion
+    for a, b, _ in result.top_pairs_interference[:3] + result.top_pairs_confusion[:3]:
+        if (a, b) not in pairs:
+            pairs.append((a, b))
+    dirs = auditor.ego_directions(model, gradients=grads)
+    full = {p: interference_model(model, data, *p, directions=dirs, gradients=grads) for p in pairs}
+    return {"model": model, "data": data, "grads": grads, "dirs": dirs, "pairs": pairs, "full": full}
+
+
+@pytest.mark.parametrize("lattice", [5, 7])
+def test_a_lattice_finds_the_minima_of_the_full_grid_on_the_demo_pairs(demo: dict, lattice: int) -> None:
+    """The smaller grid's minimum of each class lies within one cell of the 25x25 grid's minimum.
+
+    Precisely: for each pair and class c, with F the full grid's L_c and f* = min F, the
+    point the lattice-and-refinement model reports is at Chebyshev distance <= 1 (grid
+    indices) from some point q with F[q] <= f* + 1e-7 + 1e-5·|f*| (ties: L_c underflows to 0
+    over whole regions), and its loss there equals the full grid's value at that point.
+    """
+    assert len(demo["pairs"]) >= 3
+    for a, b in demo["pairs"]:
+        kwargs = {"directions": demo["dirs"], "gradients": demo["grads"]}
+        full = demo["full"][a, b]
+        small = interference_model(demo["model"], demo["data"], a, b, lattice=lattice, total_samples=400, **kwargs)
+        assert small.evaluations == sum(plane_evaluations(25, lattice)) < full.evaluations / 5
+        for name, found in (("loss_a", small.minimum_a), ("loss_b", small.minimum_b)):
+            f, fs = getattr(full, name), getattr(small, name)
+            f_star = f.min()
+            minimizers = np.argwhere(f <= f_star + 1e-7 + 1e-5 * abs(f_star))
+            assert np.abs(minimizers - np.asarray(found)).max(axis=1).min() <= 1, (a, b, name, found)
+            assert fs[found] == pytest.approx(f[found], rel=1e-4, abs=1e-7)
+        assert abs(small.minimum_separation - full.minimum_separation) <= 2 * np.sqrt(2) * full.resolution
 
 
 def test_flatness_on_a_known_parabola() -> None:

@@ -24,7 +24,7 @@ def test_schema_1_file_is_upgraded() -> None:
     old = synthetic.small()
     assert old["schema_version"] == "1.0"
     result = AuditResult.from_dict(old)
-    assert result.schema_version == "2.0" and result.notes == (UPGRADE_NOTE,)
+    assert result.schema_version == "2.1" and result.notes == (UPGRADE_NOTE,)
     r = r_from_results(old)
     np.testing.assert_allclose(result.interference.pair_score, r, rtol=1e-12, equal_nan=True)
     # S was stored; R replaces it and changes the ranking of this model's pairs
@@ -55,7 +55,7 @@ def test_schema_1_file_is_upgraded() -> None:
 
 def test_upgraded_result_round_trips_as_schema_2() -> None:
     upgraded = AuditResult.from_dict(synthetic.small()).to_dict()
-    assert upgraded["schema_version"] == "2.0" and upgraded["errors"]["soft_confusion"] is None
+    assert upgraded["schema_version"] == "2.1" and upgraded["errors"]["soft_confusion"] is None
     again = AuditResult.from_dict(json.loads(json.dumps(upgraded)))
     assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(upgraded, sort_keys=True)
 

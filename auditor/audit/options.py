@@ -30,14 +30,22 @@ class AuditOptions:
         The α grid; None: 21 points over [-α_max, α_max].
     classes : tuple of int or None
         Restrict the ego classes.
-    pairs : int, default=3
+    pairs : int or None
         Interference models for the top ``pairs`` pairs by the pair score R and by confusion.
+        None (default): as many as the budget allows (see ``budget``).
     candidates : int or None
         With many classes, run the CCT only for the classes of the top ``candidates``
         pairs by confusion and by gradient conflict (default: all classes when K <= 64,
         else LARGE_K_CANDIDATES).
-    grid : int, default=25
-        Points per axis of the 2-D interference models.
+    grid : int or None
+        Points per axis of the 2-D interference models, every point evaluated. None
+        (default): a 25 x 25 grid evaluated on a lattice refined near the minima, as the
+        budget allows.
+    budget : float, default=0.5
+        Everything except the CCT (the unperturbed pass, the gradients, the α_s halvings,
+        the 2-D models) may cost this multiple of the CCT's own cost; the 2-D models are
+        sized to fit what the other stages leave (see :mod:`auditor.budget`). ``pairs`` and
+        ``grid``, when given, are kept as given.
     basis : {"orthonormal", "gradients"}, default="orthonormal"
     learning_rate : float, default=0.01
         η of the gradients basis.
@@ -56,9 +64,10 @@ class AuditOptions:
     include_1d: bool = False
     alphas: tuple[float, ...] | None = None
     classes: tuple[int, ...] | None = None
-    pairs: int = 3
+    pairs: int | None = None
     candidates: int | None = None
-    grid: int = 25
+    grid: int | None = None
+    budget: float = 0.5
     basis: str = "orthonormal"
     learning_rate: float = 0.01
     batch_size: int = 256
@@ -74,10 +83,12 @@ class AuditOptions:
                               f"{', '.join(NORMALIZATIONS)}")
         if self.basis not in BASES:
             raise OptionError(f"unknown basis {self.basis!r}; choose one of {', '.join(BASES)}")
-        if self.pairs < 0:
+        if self.pairs is not None and self.pairs < 0:
             raise OptionError(f"--pairs must be >= 0, got {self.pairs}")
-        if self.grid < 3:
+        if self.grid is not None and self.grid < 3:
             raise OptionError(f"--grid must be >= 3, got {self.grid}")
+        if not self.budget > 0:
+            raise OptionError(f"--budget must be > 0 (a multiple of the CCT's cost, e.g. 0.5), got {self.budget}")
         if self.batch_size < 1:
             raise OptionError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_per_class is not None and self.max_per_class < 1:

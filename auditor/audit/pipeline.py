@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from auditor.agreement import ScoreAgreement, score_agreement
-from auditor.cct import CrossClassTestResult
+from auditor.budget import GRADIENT_PASSES, AuditCost, Speed, StageCost, fmt_seconds, plan_audit
+from auditor.cct import CrossClassTestResult, plan_cct
 from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
 from auditor.data import Dataset, check_dataset
@@ -36,6 +37,7 @@ from auditor.model import Model
 from auditor.runtime import StepStats, deployed_logits, predict_logits
 
 from . import tasks
+from .costing import PlaneCosts, with_actual
 from .options import LARGE_K_CANDIDATES, MANY_CLASSES, AuditOptions
 from .result import AuditResult, versions
 from .twin_check import TwinCheck, twin_check
@@ -48,6 +50,10 @@ SKETCH_DIM = 2048
 TOP_PAIRS_LISTED = 10
 #: The gradient pass runs at most this many samples per batch.
 MAX_GRADIENT_BATCH = 128
+#: The budget never leaves the 2-D models less than this many seconds of work: on a model
+#: whose pass takes a millisecond the fixed costs (building the gradient graph, sessions)
+#: exceed half the CCT, and saving a fraction of a second is not worth a coarser model.
+MIN_MODELS_SECONDS = 0.25
 #: Confused pairs whose samples are kept for the report (thumbnails or texts).
 EXAMPLE_PAIRS = 5
 
@@ -81,6 +87,15 @@ class AuditRun:
     checkpoint : Checkpoint or None
         Where finished cells are kept.
     timings : dict of str to float
+    evaluations, samples : int
+        Evaluations of the model made so far (one per StepStats a unit of work returned,
+        read back from a checkpoint or computed) and the samples in them.
+    speed : Speed or None
+        The measured speed: seconds of one pass over the audit data.
+    cost : AuditCost or None
+        The plan (made before the CCT), and the 2-D models' design.
+    actual : dict of str to StageCost
+        Every stage's counted evaluations and seconds.
     """
 
     model: Model
@@ -99,6 +114,16 @@ class AuditRun:
     timings: dict[str, float] = field(default_factory=dict)
     deployed: StepStats | None = None
     twin: TwinCheck | None = None
+    evaluations: int = 0
+    samples: int = 0
+    speed: Speed | None = None
+    cost: AuditCost | None = None
+    actual: dict[str, StageCost] = field(default_factory=dict)
+
+    def count(self, stats: Sequence[StepStats]) -> None:
+        """Count evaluations a unit of work made (each StepStats is one pass over some samples)."""
+        self.evaluations += len(stats)
+        self.samples += sum(int(st.count.sum()) for st in stats)
 
     @property
     def reported(self) -> StepStats:
@@ -107,12 +132,21 @@ class AuditRun:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time a stage into ``timings[f"{name}_s"]``."""
-        start = time.perf_counter()
+        """Time a stage into ``timings[f"{name}_s"]`` and count its evaluations into ``actual``."""
+        start, evaluations, samples = time.perf_counter(), self.evaluations, self.samples
         try:
             yield
         finally:
-            self.timings[f"{name}_s"] = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.timings[f"{name}_s"] = seconds
+            self.actual[name] = StageCost(self.evaluations - evaluations, self.samples - samples, 0.0, seconds)
+
+    def seconds_per_fpe(self) -> float:
+        """The measured speed: the CCT's mean pass once it ran, the unperturbed pass's estimate before."""
+        cct = self.actual.get("cct")
+        if cct is not None and cct.evaluations:
+            return cct.seconds / cct.evaluations
+        return self.speed.pass_s if self.speed is not None else float("nan")
 
 
 def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data: Dataset | None,
@@ -156,7 +190,13 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
             predict_logits(model, data, batch_size=options.batch_size, provider=base.device), data.y,
             model.n_classes)
     run.timings["start_workers_s"] = run_start - start
-    run.timings["forward_pass_s"] = time.perf_counter() - run_start
+    seconds = time.perf_counter() - run_start
+    run.timings["forward_pass_s"] = seconds
+    run.count([base.stats])
+    run.actual["forward"] = StageCost(run.evaluations, run.samples, 0.0, seconds)
+    # one pass at the chosen strategy: the probe's estimate when it ran (the first pass also timed the probe)
+    pass_s = run.strategy_timings.get(f"estimated_step_{run.strategy}_s", seconds)
+    run.speed = Speed(len(data), max(float(pass_s), 1e-9), run.strategy)
     return run
 
 
@@ -214,7 +254,10 @@ def gradient_stage(run: AuditRun) -> _Gradients:
     options, k = run.options, run.model.n_classes
     n_candidates = options.candidates if options.candidates is not None else (
         LARGE_K_CANDIDATES if k > MANY_CLASSES else None)
-    run.log(f"class gradients on {len(run.gradient_data)} samples ({run.device})")
+    assert run.speed is not None
+    estimate = GRADIENT_PASSES * len(run.gradient_data) / len(run.data)
+    run.log(f"class gradients on {len(run.gradient_data)} samples ({run.device}): ≈ {estimate:.3g} FPE, "
+            f"≈ {fmt_seconds(estimate * run.speed.pass_s)}")
     with run.stage("gradients"):
         candidates: dict[str, Any] = {"rule": "every class with a direction", "classes": None}
         ego = options.classes
@@ -234,8 +277,15 @@ def gradient_stage(run: AuditRun) -> _Gradients:
 
 
 def cct_stage(run: AuditRun, g: _Gradients) -> CrossClassTestResult:
-    """The cross-class test over the audit data, on the run's evaluator."""
-    n_steps = len(run.options.alphas) - 1 if run.options.alphas else 20
+    """The cross-class test over the audit data (the plan of the whole audit is logged first)."""
+    assert run.speed is not None
+    plan = plan_cct(g.directions, run.options.alphas, g.ego_classes)
+    probe_s = float(run.strategy_timings.get("probe_s", 0.0))
+    run.cost = plan_audit(run.speed, budget=run.options.budget, probe_s=probe_s,
+                          n_gradient_samples=len(run.gradient_data),
+                          n_cct_evaluations=plan.n_evaluations - 1)  # its α = 0 column is the unperturbed pass
+    run.log(run.cost.describe())
+    n_steps = len(plan.alphas) - 1
     run.log(f"cross-class test: {len(g.ego_classes)} ego classes x {n_steps} steps on {len(run.data)} samples")
     with run.stage("cct"):
         return tasks.run_cct(run, g.directions, g.ego_classes)
@@ -260,28 +310,47 @@ def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) 
         inter = interference(g.gradients, g.directions, cct, tasks.step_losses(run, g.directions, cct))
         errors = error_share(run.reported.confusion, tiebreak=inter.pair_score,
                              soft_confusion=run.reported.soft_confusion)
-        listed = max(run.options.pairs, TOP_PAIRS_LISTED)
+        listed = max(run.options.pairs or 0, TOP_PAIRS_LISTED)
         top_p = [(a, b, float(n)) for a, b, n in errors.pairs[:listed]]
         agreement = score_agreement(inter.pair_score, pair_confusion(run.reported.confusion).astype(np.float64))
         return _Interference(inter, errors, inter.top_pairs(listed), top_p, agreement)
 
 
 def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[InterferenceModel]:
-    """2-D interference models of the top pairs by pair score R and by confusion P."""
+    """2-D interference models: the pairs and grid the options give, the budget choosing the rest.
+
+    The pairs come alternately from the rankings by pair score R and by confusion P; what
+    the budget leaves them is ``budget`` × the CCT's evaluations less what the unperturbed
+    pass, the gradients and the interference stage cost (in FPE at the CCT's measured speed).
+    """
     options, names = run.options, run.class_names
-    wanted: list[tuple[int, int]] = []
-    for a, b, _ in found.top_interference[:options.pairs] + found.top_confusion[:options.pairs]:
-        if (a, b) not in wanted and a in g.directions.classes and b in g.directions.classes:
-            wanted.append((a, b))
+    usable = set(g.directions.classes)
+    by_score = [(a, b) for a, b, _ in found.top_interference if a in usable and b in usable]
+    by_confusion = [(a, b) for a, b, _ in found.top_confusion if a in usable and b in usable]
+    step_s = run.seconds_per_fpe()
+    planes = PlaneCosts(np.asarray(run.data.y), g.directions, options, Speed(len(run.data), step_s, run.strategy))
+    spent = sum(run.actual[k].seconds for k in ("forward", "gradients", "interference") if k in run.actual) / step_s
+    allowance, floor = options.budget * run.actual["cct"].evaluations - spent, MIN_MODELS_SECONDS / step_s
+    why = (f" after the unperturbed pass, the gradients and the interference matrices with their α_s halvings "
+           f"({spent:.3g} FPE)")
+    if allowance < floor:
+        why = (f" (raised from {allowance:.3g} FPE{why}: at least {MIN_MODELS_SECONDS:g} s of work, below which "
+               "nothing is worth saving)")
+    design = planes.design(by_score, by_confusion, max(allowance, floor), spent=why)
+    planned = planes.planned(design)
+    run.log(f"2-D models: {design.reason} (≈ {fmt_seconds(planned.seconds)})")
     models = []
     with run.stage("interference_models"):
-        for a, b in wanted:
+        for a, b in design.pairs:
             run.log(f"interference model {names[a]} / {names[b]}")
             models.append(interference_model(
                 run.model, run.data, a, b, directions=g.directions, gradients=g.gradients, basis=options.basis,
-                grid=options.grid, learning_rate=options.learning_rate, total_samples=options.total_samples,
-                provider=run.device, batch_size=options.batch_size, strategy=run.strategy,
-                progress=run.progress, rows=tasks.grid_rows(run, a, b)))
+                grid=design.grid, lattice=design.lattice, learning_rate=options.learning_rate,
+                total_samples=planes.lattice_samples((a, b), design.chosen_by == "budget"), provider=run.device,
+                batch_size=options.batch_size, strategy=run.strategy, progress=run.progress,
+                rows=tasks.grid_rows(run, a, b)))
+    if run.cost is not None:
+        run.cost = with_actual(run.cost, {}, run.cost.seconds_per_fpe, planned, design)
     return models
 
 
@@ -316,7 +385,8 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
         top_pairs_confusion=found.top_confusion, agreement=found.agreement, models=models, candidates=g.candidates,
         provider=run.device, timings=timings, versions=versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        examples=_examples(run, found), twin=run.twin)
+        examples=_examples(run, found), twin=run.twin,
+        cost=None if run.cost is None else with_actual(run.cost, run.actual, run.seconds_per_fpe()))
 
 
 def _examples(run: AuditRun, found: _Interference) -> tuple[PairExamples, ...]:

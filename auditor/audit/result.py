@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from auditor.agreement import ScoreAgreement
+from auditor.budget import AuditCost
 from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, pair_confusion
 from auditor.dancing import DanceAnalysis
@@ -27,7 +28,7 @@ from .twin_check import TwinCheck
 
 __all__ = ["AuditResult", "SCHEMA_VERSION", "versions"]
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 #: Older major versions :meth:`AuditResult.from_dict` still reads (see :mod:`auditor.audit.upgrade`).
 READABLE_MAJOR_VERSIONS = ("1", "2")
 
@@ -78,6 +79,9 @@ class AuditResult:
     dance : DanceAnalysis or None
         A label-dancing analysis (see :mod:`auditor.dancing`) with its agreement with this
         audit's pairs, when a log or checkpoints were given.
+    cost : AuditCost or None
+        Planned and actual cost of every stage, the budget and the 2-D models' design
+        (see :mod:`auditor.budget`); None in results from before schema 2.1.
     examples : tuple of PairExamples
         A few misclassified samples of the most confused pairs (thumbnails or texts).
     twin : TwinCheck or None
@@ -113,6 +117,7 @@ class AuditResult:
     versions: Mapping[str, str]
     gate: GateResult | None = None
     dance: DanceAnalysis | None = None
+    cost: AuditCost | None = None
     schema_version: str = SCHEMA_VERSION
     created: str = ""
     examples: tuple[PairExamples, ...] = ()
@@ -171,6 +176,7 @@ class AuditResult:
             "interference_models": [m.to_dict() for m in self.models],
             "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
             "dance": None if self.dance is None else self.dance.to_dict(),
+            "cost": None if self.cost is None else self.cost.to_dict(),
             "examples": [e.to_dict() for e in self.examples],
             "twin": None if self.twin is None else self.twin.to_dict(),
         })
@@ -232,6 +238,7 @@ class AuditResult:
                 versions={str(k): str(v) for k, v in _mapping(d, "versions").items()},
                 gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
+                cost=None if d.get("cost") is None else AuditCost.from_dict(d["cost"]),
                 schema_version=str(d["schema_version"]), created=str(d.get("created", "")),
                 examples=tuple(PairExamples.from_dict(e) for e in d.get("examples", ())),
                 twin=None if d.get("twin") is None else TwinCheck.from_dict(d["twin"]),

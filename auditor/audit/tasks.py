@@ -74,6 +74,7 @@ def run_cells(run: AuditRun, cells: Iterable[Cell]) -> Iterator[tuple[Cell, Eval
             expected, _ = cell.prepare(False)
             stored = checkpoint.load(cell.key, expected)
             if stored is not None:
+                run.count(stored.stats)
                 yield cell, stored
                 continue
         todo.append(cell)
@@ -93,6 +94,7 @@ def run_cells(run: AuditRun, cells: Iterable[Cell]) -> Iterator[tuple[Cell, Eval
         assert isinstance(result, Evaluated)
         if checkpoint is not None:
             checkpoint.store(cell.key, expected, result)
+        run.count(result.stats)
         yield cell, result
 
 
@@ -235,15 +237,23 @@ def step_losses(run: AuditRun, directions: Directions, cct: CrossClassTestResult
 
 
 def grid_rows(run: AuditRun, a: int, b: int) -> GridRows:
-    """:data:`auditor.landscape.GridRows` for the pair ``(a, b)``: each row a cell; subset and axes shipped once."""
+    """:data:`auditor.landscape.GridRows` for the pair ``(a, b)``: each row a cell; subset and axes shipped once.
+
+    A model calls it once for its lattice and once per refinement step; the calls are
+    numbered, so every cell has its own checkpoint key (a resumed run makes the same calls:
+    each refinement step follows from the values before it).
+    """
+    calls = [0]
 
     def rows(subset: np.ndarray, axes: Sequence[np.ndarray],
              points: Sequence[Sequence[tuple[float, ...]]]) -> Iterator[tuple[int, Sequence[StepStats]]]:
         grid = _digest(run, "grid", subset, *axes)
         shipped: list[object] = []
+        call = calls[0]
+        calls[0] += 1
 
         def cell(i: int) -> Cell:
-            label = f"interference-model row {i} of pair {a}/{b}"
+            label = f"interference-model row {i} of pair {a}/{b}" + (f" (refinement {call})" if call else "")
 
             def prepare(ship: bool) -> tuple[str, Task | None]:
                 expected = _digest(run, grid, np.asarray(points[i], dtype=np.float64))
@@ -254,7 +264,7 @@ def grid_rows(run: AuditRun, a: int, b: int) -> GridRows:
                 return expected, Task(label, "grid_row", (run.device, run.strategy, f"{a}-{b}-{grid[:12]}",
                                                           shipped[0], points[i], *shipped[1:]))
 
-            return Cell(f"grid-{a}-{b}-r{i}", i, prepare)
+            return Cell(f"grid-{a}-{b}-r{i}" if not call else f"grid-{a}-{b}-c{call}-r{i}", i, prepare)
 
         for done, result in run_cells(run, (cell(i) for i in range(len(points)))):
             yield done.index, result.stats

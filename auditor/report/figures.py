@@ -328,9 +328,9 @@ def cct_panels(panels: Sequence[dict], *, ncols: int = 3) -> str:
 def interference_model_figure(model: dict) -> str:
     """Overlaid contours of L_a and L_b (left) and the total loss L (right) on the pair's plane.
 
-    ``model``: ``s``, ``t`` (in units of r), ``loss_a``, ``loss_b``, ``total`` ([n, m]),
-    ``minimum_a``, ``minimum_b`` (grid indices), ``name_a``, ``name_b``, ``one_dimensional``,
-    ``xlabel``, ``ylabel``.
+    ``model``: ``s``, ``t`` (in units of r), ``loss_a``, ``loss_b``, ``total`` ([n, m], NaN where
+    not evaluated), ``minimum_a``, ``minimum_b`` (``(s, t, loss)`` of each class's minimum, s and t
+    in units of r), ``name_a``, ``name_b``, ``one_dimensional``, ``xlabel``, ``ylabel``.
     """
     s, t = np.asarray(model["s"], float), np.asarray(model["t"], float)
     la, lb, tot = (np.asarray(model[k], float) for k in ("loss_a", "loss_b", "total"))
@@ -342,11 +342,13 @@ def interference_model_figure(model: dict) -> str:
         fig = _figure(6.4, 3.3)
         with matplotlib.rc_context(FONT):
             ax = fig.add_subplot()
-            ax.plot(s, la[:, 0], color=A_COLOR, linewidth=1.8, label=f"L_a ({na})")
-            ax.plot(s, lb[:, 0], color=B_COLOR, linewidth=1.8, label=f"L_b ({nb})")
-            ax.plot(s, tot[:, 0], color="#555555", linewidth=1.0, linestyle="--", label="total loss L")
-            ax.plot(s[ma[0]], la[ma[0], 0], color=A_COLOR, **star)
-            ax.plot(s[mb[0]], lb[mb[0], 0], color=B_COLOR, **star)
+            for z, color, label in ((la, A_COLOR, f"L_a ({na})"), (lb, B_COLOR, f"L_b ({nb})")):
+                ok = np.isfinite(z[:, 0])
+                ax.plot(s[ok], z[ok, 0], color=color, linewidth=1.8, label=label)
+            ok = np.isfinite(tot[:, 0])
+            ax.plot(s[ok], tot[ok, 0], color="#555555", linewidth=1.0, linestyle="--", label="total loss L")
+            ax.plot(ma[0], ma[2], color=A_COLOR, **star)
+            ax.plot(mb[0], mb[2], color=B_COLOR, **star)
             ax.axvline(0, color="black", linewidth=0.8)
             ax.annotate("θ*", (0, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
                         textcoords="offset points")
@@ -374,8 +376,8 @@ def interference_model_figure(model: dict) -> str:
         for a in (ax, ax2):
             a.plot(0, 0, marker="P", markersize=9, color="black", markeredgecolor="white", linestyle="none",
                    zorder=5)
-            a.plot(s[ma[0]], t[ma[1]], color=A_COLOR, **star)
-            a.plot(s[mb[0]], t[mb[1]], color=B_COLOR, **star)
+            a.plot(ma[0], ma[1], color=A_COLOR, **star)
+            a.plot(mb[0], mb[1], color=B_COLOR, **star)
             a.set_xlabel(model["xlabel"])
             a.set_ylabel(model["ylabel"])
             a.set_xlim(s.min(), s.max())

@@ -16,6 +16,7 @@ import numpy as np
 
 from auditor.audit import AuditResult
 from auditor.interference import ILL_CONDITIONED_FRACTION
+from auditor.landscape import InterferenceModel
 from auditor.report import figures
 from auditor.report.format import class_name as _name
 from auditor.report.format import fmt_num, fmt_seconds
@@ -279,14 +280,17 @@ def models(result: AuditResult, names: Sequence[str]) -> list[dict[str, Any]]:
             xl, yl = f"s / r   (θ* − s·g_a, g_a of {figures.short(na)})", f"t / r   (− t·g_b, {figures.short(nb)})"
         else:
             xl, yl = "s / r   (along u = d_a / ‖d_a‖)", "t / r   (along v ⊥ u, from d_b)"
+        s_l, t_l, lattice = m.lattice_view()  # contours from the lattice: every value defined there
         uri = figures.interference_model_figure({
-            "s": np.asarray(m.s) / r, "t": np.asarray(m.t) / r, "loss_a": m.loss_a, "loss_b": m.loss_b,
-            "total": m.total, "minimum_a": m.minimum_a, "minimum_b": m.minimum_b, "name_a": na, "name_b": nb,
-            "one_dimensional": m.one_dimensional, "xlabel": xl, "ylabel": yl})
+            "s": np.asarray(s_l) / r, "t": np.asarray(t_l) / r, "loss_a": lattice["loss_a"],
+            "loss_b": lattice["loss_b"], "total": lattice["total"],
+            "minimum_a": (float(m.s[m.minimum_a[0]]) / r, float(m.t[m.minimum_a[1]]) / r, float(m.loss_a[m.minimum_a])),
+            "minimum_b": (float(m.s[m.minimum_b[0]]) / r, float(m.t[m.minimum_b[1]]) / r, float(m.loss_b[m.minimum_b])),
+            "name_a": na, "name_b": nb, "one_dimensional": m.one_dimensional, "xlabel": xl, "ylabel": yl})
         zero = (int(np.argmin(np.abs(m.s))), int(np.argmin(np.abs(m.t))))
         out.append({"a": na, "b": nb, "uri": uri, "basis": m.basis, "radius": m.radius,
                     "conflict_angle": m.conflict_angle, "minimum_separation": m.minimum_separation,
-                    "resolution": m.resolution, "grid": f"{len(m.s)}×{len(m.t)}", "one_dimensional": m.one_dimensional,
+                    "resolution": m.resolution, "grid": _grid_text(m), "one_dimensional": m.one_dimensional,
                     "note": m.note, "n_samples": m.n_samples,
                     "loss_a0": float(m.loss_a[zero]), "loss_b0": float(m.loss_b[zero]),
                     "loss_a_min": float(m.loss_a[tuple(m.minimum_a)]),
@@ -294,6 +298,52 @@ def models(result: AuditResult, names: Sequence[str]) -> list[dict[str, Any]]:
                     "score": float(result.interference.pair_score[m.a, m.b]),
                     "confusion": int(result.errors.confusion[m.a, m.b] + result.errors.confusion[m.b, m.a])})
     return out
+
+
+def _grid_text(m: InterferenceModel) -> str:
+    shape = f"{len(m.s)}×{len(m.t)}"
+    if not m.lattice or m.lattice >= len(m.s):
+        return shape
+    lattice = f"{m.lattice}×{m.lattice if len(m.t) > 1 else 1}"
+    return f"{shape} ({lattice} lattice, {m.refined} points refined near each minimum)"
+
+
+def models_grid(result: AuditResult) -> str:
+    """What the 2-D models' grid was and why, for the method section."""
+    design = result.cost.design if result.cost is not None else None
+    if design is None:  # results from before the budget: the options said it
+        grid = result.options.grid
+        return f"{grid}×{grid} points, every point evaluated (option grid)." if grid else "—"
+    if not design.pairs:
+        return f"No 2-D model: {design.reason}."
+    if design.lattice >= design.grid:
+        what = f"every point of a {design.grid}×{design.grid} grid (resolution one cell, {2 / (design.grid - 1):.3g} r)"
+    else:
+        what = (f"a {design.lattice}×{design.lattice} lattice over the whole plane (every "
+                f"{(design.grid - 1) // (design.lattice - 1)}th point of a {design.grid}×{design.grid} grid) on "
+                "D_a ∪ D_b and a subsample of the other classes, then a search near each class's lattice minimum, "
+                "halving the step down to one grid cell, on D_a ∪ D_b only: each minimum is resolved to one cell "
+                f"of the {design.grid}×{design.grid} grid ({2 / (design.grid - 1):.3g} r); the contours and the "
+                "total loss are drawn from the lattice")
+    why = design.reason if design.chosen_by == "options" else design.reason.split(": ", 1)[-1]
+    return f"{what[0].upper()}{what[1:]}. Why: {why}."
+
+
+def cost_rows(result: AuditResult) -> list[dict[str, Any]]:
+    """Planned and actual cost per stage (FPE: passes over the audit data)."""
+    if result.cost is None:
+        return []
+    from auditor.budget import STAGES
+
+    rows = []
+    for stage in STAGES:
+        p, a = result.cost.planned.get(stage), result.cost.actual.get(stage)
+        if p is None and a is None:
+            continue
+        rows.append({"stage": stage.replace("_", " "), "planned_evaluations": p.evaluations if p else None,
+                     "planned_fpe": p.fpe if p else None, "actual_evaluations": a.evaluations if a else None,
+                     "actual_fpe": a.fpe if a else None, "seconds": a.seconds if a else None})
+    return rows
 
 
 def method(result: AuditResult) -> dict[str, Any]:
@@ -311,7 +361,9 @@ def method(result: AuditResult) -> dict[str, Any]:
             "provider": result.provider, "strategy": result.cct.strategy, "model": dict(result.model),
             "candidates": dict(result.candidates), "created": result.created,
             "schema_version": result.schema_version, "basis": result.options.basis,
-            "grid": result.options.grid, "n_models": len(models),
+            "grid": models_grid(result), "n_models": len(models), "cost": cost_rows(result),
+            "budget": None if result.cost is None else result.cost.budget,
+            "seconds_per_fpe": None if result.cost is None else result.cost.seconds_per_fpe,
             "resolutions": sorted({fmt_num(m.resolution) for m in models}),
             "alpha_1": (float(a1.min()), float(a1.max())) if a1.size else None,
             "mean_loss": float(result.interference.mean_loss), "ill_threshold": ILL_CONDITIONED_FRACTION,

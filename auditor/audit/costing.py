@@ -1,0 +1,82 @@
+"""The budget's side of an audit: the 2-D models' design and the cost record.
+
+:mod:`auditor.budget` holds the cost model; this module applies it to one audit's pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from auditor.budget import AuditCost, Design, Speed, StageCost, choose_design, pair_cost
+from auditor.gradients import EgoDirections
+from auditor.landscape import pair_subset, parallel
+
+from .options import AuditOptions
+
+__all__ = ["PlaneCosts", "with_actual"]
+
+
+class PlaneCosts:
+    """Planned cost of the 2-D models of one audit, pair by pair (sample counts cached).
+
+    Parameters
+    ----------
+    y : ndarray of shape (N,)
+        Labels of the audit data.
+    directions : EgoDirections
+    options : AuditOptions
+    speed : Speed
+        The measured speed (one FPE: the CCT's mean pass).
+    """
+
+    def __init__(self, y: np.ndarray, directions: EgoDirections, options: AuditOptions, speed: Speed) -> None:
+        self.y, self.directions, self.options, self.speed = y, directions, options, speed
+        self._sizes: dict[tuple[tuple[int, int], bool], tuple[int, int]] = {}
+
+    def lattice_samples(self, pair: tuple[int, int], budgeted: bool) -> int:
+        """The lattice's subsample: D_a ∪ D_b and as many samples again of the other classes when
+        the budget sizes the model; ``options.total_samples`` for a grid given explicitly."""
+        n_pair = int(np.isin(self.y, pair).sum())
+        return min(self.options.total_samples, 2 * n_pair) if budgeted else self.options.total_samples
+
+    def sizes(self, pair: tuple[int, int], budgeted: bool) -> tuple[int, int]:
+        """Samples per lattice point and per refinement point."""
+        key = (pair, budgeted)
+        if key not in self._sizes:
+            lattice, both = pair_subset(self.y, *pair, self.lattice_samples(pair, budgeted))
+            self._sizes[key] = (len(lattice), len(both))
+        return self._sizes[key]
+
+    def pair(self, pair: tuple[int, int], grid: int, lattice: int, budgeted: bool) -> StageCost:
+        one_d = self.options.basis == "orthonormal" and parallel(self.directions, *pair)
+        return pair_cost(self.speed, *self.sizes(pair, budgeted), grid, lattice, one_d)
+
+    def design(self, by_score: Sequence[tuple[int, int]], by_confusion: Sequence[tuple[int, int]],
+               allowance_fpe: float, spent: str) -> Design:
+        """What the options give, and the budget's choice for the rest (:func:`auditor.budget.choose_design`)."""
+        budgeted = self.options.grid is None
+        return choose_design(allowance_fpe=allowance_fpe, by_score=by_score, by_confusion=by_confusion,
+                             pair_fpe=lambda p, g, m: self.pair(p, g, m, budgeted).fpe, pairs=self.options.pairs,
+                             grid=self.options.grid, budget=self.options.budget, spent=spent)
+
+    def planned(self, design: Design) -> StageCost:
+        """The design's planned cost: exact evaluation and sample counts."""
+        budgeted = design.chosen_by == "budget"
+        total = StageCost()
+        for p in design.pairs:
+            total = total + self.pair(p, design.grid, design.lattice, budgeted)
+        return total
+
+
+def with_actual(cost: AuditCost, actual: Mapping[str, StageCost], seconds_per_fpe: float,
+                planned_models: StageCost | None = None, design: Design | None = None) -> AuditCost:
+    """The plan with every stage's actual cost (FPE: its seconds over ``seconds_per_fpe``)."""
+    planned = dict(cost.planned)
+    if planned_models is not None:
+        planned["interference_models"] = planned_models
+    done = {k: StageCost(c.evaluations, c.samples, c.seconds / seconds_per_fpe, c.seconds)
+            for k, c in actual.items() if k in planned}
+    return AuditCost(budget=cost.budget, n_samples=cost.n_samples, seconds_per_fpe=seconds_per_fpe,
+                     strategy=cost.strategy, planned=planned, actual=done, design=design or cost.design)
