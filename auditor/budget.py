@@ -308,12 +308,12 @@ def choose_design(*, allowance_fpe: float, by_score: Sequence[tuple[int, int]],
     fits = [p for p in priced if p[0] <= allowance_fpe]
     given = " and ".join(f"--{k} {v}" for k, v in (("pairs", pairs), ("grid", grid)) if v is not None)
     left = f"{budget:g} × the CCT leaves {allowance_fpe:.3g} FPE for them{spent}"
-    fpe, chosen, g, lattice = fits[-1] if fits else priced[0]
+    fpe, best, g, lattice = fits[-1] if fits else priced[0]
     why = (f"the largest design that fits: {left}; this one costs ≈ {fpe:.3g} FPE" if fits else
            f"the smallest design, ≈ {fpe:.3g} FPE, though {left} (it runs so that the report has a 2-D model; "
            "--pairs 0 skips them)")
-    design = Design(chosen, g, lattice, "budget", "", fpe)
-    return Design(chosen, g, lattice, "budget", f"{design.describe()}: {why}" + (f" ({given} given)" if given else ""),
+    design = Design(best, g, lattice, "budget", "", fpe)
+    return Design(best, g, lattice, "budget", f"{design.describe()}: {why}" + (f" ({given} given)" if given else ""),
                   fpe)
 
 

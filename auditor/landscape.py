@@ -175,8 +175,8 @@ class InterferenceModel:
     def from_dict(cls, d: Mapping[str, Any]) -> InterferenceModel:
         arrays = {n: array_from_json(d[n]) for n in cls._ARRAYS}
         return cls(a=int(d["a"]), b=int(d["b"]), basis=d["basis"], radius=float(d["radius"]),
-                   conflict_angle=float(d["conflict_angle"]), minimum_a=tuple(d["minimum_a"]),  # type: ignore[arg-type]
-                   minimum_b=tuple(d["minimum_b"]),  # type: ignore[arg-type]
+                   conflict_angle=float(d["conflict_angle"]), minimum_a=_index(d["minimum_a"]),
+                   minimum_b=_index(d["minimum_b"]),
                    minimum_separation=float(d["minimum_separation"]), resolution=float(d["resolution"]),
                    one_dimensional=bool(d["one_dimensional"]), note=d.get("note", ""),
                    n_samples=int(d.get("n_samples", 0)), lattice=int(d.get("lattice", len(arrays["s"]))),
@@ -189,6 +189,12 @@ class InterferenceModel:
         rows = slice(None, None, step)
         cols = rows if len(self.t) > 1 else slice(None)
         return self.s[rows], self.t[cols], {n: getattr(self, n)[rows, cols] for n in self._ARRAYS[2:]}
+
+
+def _index(value: Sequence[int]) -> tuple[int, int]:
+    """A grid index ``(i, j)`` read from JSON."""
+    i, j = value
+    return int(i), int(j)
 
 
 def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 0) -> np.ndarray:
@@ -352,7 +358,7 @@ def _axes(a: int, b: int, directions: Directions | None, gradients: ClassGradien
         na, nb = np.linalg.norm(da), np.linalg.norm(db)
         u = da / na
         amax = float(alpha_max if alpha_max is not None else directions.alpha_max[directions.classes.index(a)])
-        r = amax * max(na, nb)
+        r = float(amax * max(na, nb))
         axis0, axis1 = u, None
         if parallel(directions, a, b):
             one_d, note = True, "d_b is (anti)parallel to d_a: no second axis, so the model is 1-D along u"

@@ -506,8 +506,8 @@ class Evaluator:
             if soft_sum is not None:
                 p = np.exp(outputs[2][:n].astype(np.float64))
                 soft_sum += np.bincount((y[:, None] * k + columns).ravel(), weights=p.ravel(), minlength=k * k)
-        confusion = confusion.reshape(k, k)
-        return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion,
+        square = confusion.reshape(k, k)
+        return StepStats(loss_sum=loss_sum, count=square.sum(axis=1), confusion=square,
                          predictions=np.concatenate(kept) if keep_predictions else None,
                          soft_confusion=None if soft_sum is None else soft_sum.reshape(k, k))
 

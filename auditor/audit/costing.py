@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from auditor.budget import AuditCost, Design, Speed, StageCost, choose_design, pair_cost
-from auditor.gradients import EgoDirections
+from auditor.gradients import Directions
 from auditor.landscape import pair_subset, parallel
 
 from .options import AuditOptions
@@ -25,13 +25,13 @@ class PlaneCosts:
     ----------
     y : ndarray of shape (N,)
         Labels of the audit data.
-    directions : EgoDirections
+    directions : EgoDirections or EgoDirectionStream
     options : AuditOptions
     speed : Speed
         The measured speed (one FPE: the CCT's mean pass).
     """
 
-    def __init__(self, y: np.ndarray, directions: EgoDirections, options: AuditOptions, speed: Speed) -> None:
+    def __init__(self, y: np.ndarray, directions: Directions, options: AuditOptions, speed: Speed) -> None:
         self.y, self.directions, self.options, self.speed = y, directions, options, speed
         self._sizes: dict[tuple[tuple[int, int], bool], tuple[int, int]] = {}
 

@@ -160,7 +160,7 @@ class AuditResult:
     def to_dict(self) -> dict[str, Any]:
         from auditor.serialization import to_jsonable
 
-        return to_jsonable({
+        out: dict[str, Any] = to_jsonable({
             "schema_version": self.schema_version, "created": self.created, "versions": dict(self.versions),
             "provider": self.provider, "timings": dict(self.timings), "model": dict(self.model),
             "data": dict(self.data), "gradient_data": dict(self.gradient_data), "class_names": self.class_names,
@@ -180,6 +180,7 @@ class AuditResult:
             "examples": [e.to_dict() for e in self.examples],
             "twin": None if self.twin is None else self.twin.to_dict(),
         })
+        return out
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AuditResult:

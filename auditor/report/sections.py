@@ -140,7 +140,7 @@ def _separate(result: AuditResult) -> bool:
 def per_class(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
     k = result.n_classes
     conf = np.asarray(result.errors.confusion)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for c in range(k):
         off = conf[c].astype(np.float64).copy()
         off[c] = -1
@@ -253,7 +253,7 @@ def cct(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
         others = [j for j in range(k) if j != c and np.isfinite(loss[j]).any()]
         ranked = sorted((j for j in others if np.isfinite(hurt[j])), key=lambda j: -hurt[j])
         top = ranked[: HURT_LARGE_K if large else HURT_LABELLED]
-        curves = [(_name(names, j), j, loss[j]) for j in top]
+        curves: list[tuple[str | None, int, np.ndarray]] = [(_name(names, j), j, loss[j]) for j in top]
         if not large:
             curves += [(None, j, loss[j]) for j in others if j not in top]
         panels.append({"title": f"ego class: {_name(names, c)}", "steps": steps, "ego": loss[c],
