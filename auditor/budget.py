@@ -106,15 +106,21 @@ class Speed:
         Seconds of one pass over the audit data (one FPE).
     strategy : str
         The perturbation strategy of the passes.
+    overhead_s : float, default=0
+        What an evaluation costs whatever its size: building a session with the perturbed
+        weights under the ``"rebuild"`` strategy (the probe measures it), nothing with the
+        weights as inputs.
     """
 
     n_samples: int
     pass_s: float
     strategy: str
+    overhead_s: float = 0.0
 
     def evaluation_fpe(self, n: int) -> float:
-        """FPE of one evaluation of ``n`` samples: ``n / N`` (a pass costs in proportion to its samples)."""
-        return n / self.n_samples
+        """FPE of one evaluation of ``n`` samples: the overhead, and the rest of a pass in proportion to ``n``."""
+        overhead = min(max(self.overhead_s, 0.0), self.pass_s)
+        return (overhead + (self.pass_s - overhead) * n / self.n_samples) / self.pass_s
 
 
 @dataclass(frozen=True)

@@ -150,8 +150,10 @@ def test_the_budget_takes_the_largest_design_that_fits() -> None:
 
 
 def test_the_plan_before_the_long_stages() -> None:
-    speed = Speed(n_samples=200, pass_s=1.1, strategy="rebuild")
-    assert speed.evaluation_fpe(200) == pytest.approx(1.0) and speed.evaluation_fpe(40) == pytest.approx(0.2)
+    speed = Speed(n_samples=200, pass_s=1.1, strategy="rebuild", overhead_s=0.3)
+    assert speed.evaluation_fpe(200) == pytest.approx(1.0)
+    assert speed.evaluation_fpe(40) == pytest.approx((0.3 + 0.8 * 40 / 200) / 1.1)  # a session build per step
+    assert Speed(200, 1.1, "inputs").evaluation_fpe(40) == pytest.approx(0.2)
     plan = plan_audit(speed, budget=0.5, probe_s=2.2, n_gradient_samples=100, n_cct_evaluations=201)
     assert plan.planned["forward"].fpe == pytest.approx(3.0) and plan.planned["cct"].evaluations == 201
     assert plan.planned["gradients"].fpe == pytest.approx(5.0)  # 10 passes per sample, half the data

@@ -196,8 +196,13 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
     run.actual["forward"] = StageCost(run.evaluations, run.samples, 0.0, seconds)
     # one pass at the chosen strategy: the probe's estimate when it ran (the first pass also timed the probe)
     pass_s = run.strategy_timings.get(f"estimated_step_{run.strategy}_s", seconds)
-    run.speed = Speed(len(data), max(float(pass_s), 1e-9), run.strategy)
+    run.speed = Speed(len(data), max(float(pass_s), 1e-9), run.strategy, _overhead(run))
     return run
+
+
+def _overhead(run: AuditRun) -> float:
+    """Seconds an evaluation costs whatever its size: a session build per step under "rebuild"."""
+    return float(run.strategy_timings.get("session_creation_s", 0.0)) if run.strategy == "rebuild" else 0.0
 
 
 def _class_names(data: Dataset, other: Dataset, model: Model) -> list[str]:
@@ -328,7 +333,8 @@ def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[Int
     by_score = [(a, b) for a, b, _ in found.top_interference if a in usable and b in usable]
     by_confusion = [(a, b) for a, b, _ in found.top_confusion if a in usable and b in usable]
     step_s = run.seconds_per_fpe()
-    planes = PlaneCosts(np.asarray(run.data.y), g.directions, options, Speed(len(run.data), step_s, run.strategy))
+    planes = PlaneCosts(np.asarray(run.data.y), g.directions, options,
+                        Speed(len(run.data), step_s, run.strategy, _overhead(run)))
     spent = sum(run.actual[k].seconds for k in ("forward", "gradients", "interference") if k in run.actual) / step_s
     allowance, floor = options.budget * run.actual["cct"].evaluations - spent, MIN_MODELS_SECONDS / step_s
     why = (f" after the unperturbed pass, the gradients and the interference matrices with their α_s halvings "

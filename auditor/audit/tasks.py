@@ -248,6 +248,8 @@ def grid_rows(run: AuditRun, a: int, b: int) -> GridRows:
     def rows(subset: np.ndarray, axes: Sequence[np.ndarray],
              points: Sequence[Sequence[tuple[float, ...]]]) -> Iterator[tuple[int, Sequence[StepStats]]]:
         grid = _digest(run, "grid", subset, *axes)
+        # the worker keeps one evaluator per name: the lattice's subset and the refinement's differ
+        plane = f"{a}-{b}-{digest(np.asarray(subset, dtype=np.int64))[:12]}"
         shipped: list[object] = []
         call = calls[0]
         calls[0] += 1
@@ -261,7 +263,7 @@ def grid_rows(run: AuditRun, a: int, b: int) -> GridRows:
                     return expected, None
                 if not shipped:
                     shipped.extend([run.executor.put(subset), *(run.executor.put(axis) for axis in axes)])
-                return expected, Task(label, "grid_row", (run.device, run.strategy, f"{a}-{b}-{grid[:12]}",
+                return expected, Task(label, "grid_row", (run.device, run.strategy, plane,
                                                           shipped[0], points[i], *shipped[1:]))
 
             return Cell(f"grid-{a}-{b}-r{i}" if not call else f"grid-{a}-{b}-c{call}-r{i}", i, prepare)
