@@ -7,7 +7,8 @@ speed". Each stage is counted in that unit:
 - ``forward``: the unperturbed pass, and the perturbation-strategy probe (timed);
 - ``gradients``: the class gradients; before they run, :data:`GRADIENT_PASSES` forward
   passes per gradient sample;
-- ``cct``: the cross-class test, ``1 + n_ego · (A − 1)`` passes over the whole audit data;
+- ``cct``: the cross-class test, ``n_ego · (A − 1)`` passes over the whole audit data (its
+  α = 0 column is the unperturbed pass);
 - ``interference``: the interference matrices and the α_s halvings, one pass each; they run
   only for ego classes whose loss does not fall by 1% at the first grid step (up to 10 each),
   so they are counted, not planned;
@@ -34,7 +35,6 @@ from typing import Any
 
 from .errors import OptionError
 from .landscape import plane_evaluations
-from .strategy import StrategyCosts
 
 __all__ = ["StageCost", "Speed", "Design", "AuditCost", "plan_audit", "choose_design", "pair_cost", "alternate",
            "STAGES", "LADDER", "DEFAULT_BUDGET", "GRID", "GRADIENT_PASSES", "fmt_seconds"]
@@ -96,7 +96,7 @@ class StageCost:
 
 @dataclass(frozen=True)
 class Speed:
-    """The measured speed: one pass over the audit data, and what a smaller evaluation costs.
+    """The measured speed: one pass over the audit data.
 
     Attributes
     ----------
@@ -105,28 +105,22 @@ class Speed:
     pass_s : float
         Seconds of one pass over the audit data (one FPE).
     strategy : str
-        The perturbation strategy of the passes over the whole data.
-    costs : StrategyCosts or None
-        The probe's cost model (None when the strategy was given: then an evaluation of
-        ``n`` samples counts ``n / N``).
+        The perturbation strategy of the passes.
+    overhead_s : float, default=0
+        What an evaluation costs whatever its size: building a session with the perturbed
+        weights under the ``"rebuild"`` strategy (the probe measures it), nothing with the
+        weights as inputs.
     """
 
     n_samples: int
     pass_s: float
     strategy: str
-    costs: StrategyCosts | None = None
-
-    def plane_session_fpe(self, sizes: Sequence[int]) -> float:
-        """FPE of building the two-direction session, when evaluations of these sizes run with inputs."""
-        if self.costs is None or all(self.costs.faster(n) == "rebuild" for n in sizes):
-            return 0.0
-        return self.costs.inputs_creation_s / self.costs.estimate(self.strategy, self.n_samples)
+    overhead_s: float = 0.0
 
     def evaluation_fpe(self, n: int) -> float:
-        """FPE of one evaluation of ``n`` samples, with the strategy a subset evaluator takes."""
-        if self.costs is None:
-            return n / self.n_samples
-        return self.costs.estimate(self.costs.faster(n), n) / self.costs.estimate(self.strategy, self.n_samples)
+        """FPE of one evaluation of ``n`` samples: the overhead, and the rest of a pass in proportion to ``n``."""
+        overhead = min(max(self.overhead_s, 0.0), self.pass_s)
+        return (overhead + (self.pass_s - overhead) * n / self.n_samples) / self.pass_s
 
 
 @dataclass(frozen=True)
@@ -320,12 +314,12 @@ def choose_design(*, allowance_fpe: float, by_score: Sequence[tuple[int, int]],
     fits = [p for p in priced if p[0] <= allowance_fpe]
     given = " and ".join(f"--{k} {v}" for k, v in (("pairs", pairs), ("grid", grid)) if v is not None)
     left = f"{budget:g} × the CCT leaves {allowance_fpe:.3g} FPE for them{spent}"
-    fpe, chosen, g, lattice = fits[-1] if fits else priced[0]
+    fpe, best, g, lattice = fits[-1] if fits else priced[0]
     why = (f"the largest design that fits: {left}; this one costs ≈ {fpe:.3g} FPE" if fits else
            f"the smallest design, ≈ {fpe:.3g} FPE, though {left} (it runs so that the report has a 2-D model; "
            "--pairs 0 skips them)")
-    design = Design(chosen, g, lattice, "budget", "", fpe)
-    return Design(chosen, g, lattice, "budget", f"{design.describe()}: {why}" + (f" ({given} given)" if given else ""),
+    design = Design(best, g, lattice, "budget", "", fpe)
+    return Design(best, g, lattice, "budget", f"{design.describe()}: {why}" + (f" ({given} given)" if given else ""),
                   fpe)
 
 

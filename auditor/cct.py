@@ -1,6 +1,6 @@
 """The cross-class test: move θ along each ego direction, measure every class.
 
-See CONCEPTS.md, "Cross-class test". One pass over the data per (ego class, α)
+See docs/concepts.md, "Cross-class test". One pass over the data per (ego class, α)
 evaluates every class at once; the unperturbed pass (α = 0) is shared by all ego classes.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import OptionError
-from .gradients import EgoDirections
+from .gradients import Directions
 from .progress import Progress
 from .runtime import Evaluator, StepStats
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from .model import Model
 from .serialization import array_from_json, json_array
 
-__all__ = ["CrossClassTestResult", "CCTPlan", "cross_class_test", "plan_cct", "run_cell", "default_alphas",
-           "FULL_FLOW_MAX_CLASSES"]
+__all__ = ["CrossClassTestResult", "CellRecord", "CCTPlan", "cross_class_test", "plan_cct", "run_cell",
+           "default_alphas", "FULL_FLOW_MAX_CLASSES"]
 
 #: Above this many classes the flow tensor keeps only the top destinations per row.
 FULL_FLOW_MAX_CLASSES = 64
@@ -40,9 +40,47 @@ def default_alphas(n: int = 21) -> np.ndarray:
     return grid
 
 
+@dataclass(frozen=True)
+class CellRecord:
+    """Where and how one cell of the test ran (one ego class, some of its grid steps).
+
+    Attributes
+    ----------
+    ego_class : int
+    steps : tuple of int
+        Grid indices evaluated.
+    device : str
+        ``"cpu"`` or ``"cuda:<id>"`` (the GPU id the worker saw).
+    worker : str
+        Who ran it: ``"local"`` in this process, else the executor's name for the worker
+        (e.g. the Ray node and actor).
+    seconds : float
+        Wall time of the cell on its worker.
+    resumed : bool
+        True when read back from a checkpoint instead of computed in this run.
+    """
+
+    ego_class: int
+    steps: tuple[int, ...]
+    device: str
+    worker: str = "local"
+    seconds: float = 0.0
+    resumed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ego_class": self.ego_class, "steps": list(self.steps), "device": self.device,
+                "worker": self.worker, "seconds": self.seconds, "resumed": self.resumed}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CellRecord:
+        return cls(ego_class=int(d["ego_class"]), steps=tuple(int(a) for a in d["steps"]), device=str(d["device"]),
+                   worker=str(d.get("worker", "local")), seconds=float(d.get("seconds", 0.0)),
+                   resumed=bool(d.get("resumed", False)))
+
+
 @dataclass(frozen=True, eq=False)
 class CrossClassTestResult:
-    """Cross-class test of every ego class (CONCEPTS.md, "Cross-class test").
+    """Cross-class test of every ego class (docs/concepts.md, "Cross-class test").
 
     Attributes
     ----------
@@ -76,6 +114,8 @@ class CrossClassTestResult:
         Wall time of the test.
     samples_per_second : float
         Throughput of the perturbed passes.
+    cells : tuple of CellRecord
+        Where each cell ran, in plan order.
     """
 
     alphas: np.ndarray
@@ -93,6 +133,7 @@ class CrossClassTestResult:
     strategy: str = "inputs"
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    cells: tuple[CellRecord, ...] = ()
 
     def __post_init__(self) -> None:
         for a in (self.alphas, self.step_scale, self.loss, self.accuracy, self.flow, self.flow_top_classes,
@@ -106,7 +147,7 @@ class CrossClassTestResult:
 
     def steps(self, i: int) -> np.ndarray:
         """The α values actually taken along the direction of ``ego_classes[i]``."""
-        return self.step_scale[i] * self.alphas
+        return np.asarray(self.step_scale[i] * self.alphas)
 
     def base_loss(self) -> np.ndarray:
         """``L_c(θ*)`` for every class (the α = 0 column)."""
@@ -134,6 +175,7 @@ class CrossClassTestResult:
             "flow_top_share": arr(self.flow_top_share), "counts": self.counts.tolist(),
             "zero_index": self.zero_index, "normalization": self.normalization, "provider": self.provider,
             "strategy": self.strategy, "seconds": self.seconds, "samples_per_second": self.samples_per_second,
+            "cells": [c.to_dict() for c in self.cells],
         }
 
     @classmethod
@@ -143,12 +185,13 @@ class CrossClassTestResult:
 
         return cls(
             alphas=np.asarray(d["alphas"], dtype=np.float64), step_scale=np.asarray(d["step_scale"], np.float64),
-            ego_classes=tuple(int(c) for c in d["ego_classes"]), loss=arr(d["loss"]),
-            accuracy=arr(d["accuracy"]), flow=arr(d["flow"]),
+            ego_classes=tuple(int(c) for c in d["ego_classes"]), loss=array_from_json(d["loss"], np.float64),
+            accuracy=array_from_json(d["accuracy"], np.float64), flow=arr(d["flow"]),
             flow_top_classes=arr(d["flow_top_classes"], np.int64), flow_top_share=arr(d["flow_top_share"]),
             counts=np.asarray(d["counts"], dtype=np.int64), zero_index=int(d["zero_index"]),
             normalization=d["normalization"], provider=d["provider"], strategy=d["strategy"],
-            seconds=float(d["seconds"]), samples_per_second=float(d["samples_per_second"]))
+            seconds=float(d["seconds"]), samples_per_second=float(d["samples_per_second"]),
+            cells=tuple(CellRecord.from_dict(c) for c in d.get("cells", [])))
 
 
 def _top_destinations(stats: StepStats, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +223,7 @@ class CCTPlan:
 
     def steps(self, i: int) -> np.ndarray:
         """The α values taken along the direction of ``ego_classes[i]``."""
-        return self.step_scale[i] * self.alphas
+        return np.asarray(self.step_scale[i] * self.alphas)
 
     def cells(self) -> list[tuple[int, tuple[int, ...]]]:
         """``(i, grid indices)``: every perturbed step of ego class ``ego_classes[i]``, in grid order."""
@@ -193,7 +236,7 @@ class CCTPlan:
         return 1 + len(self.ego_classes) * (len(self.alphas) - 1)
 
 
-def plan_cct(directions: EgoDirections, alphas: Sequence[float] | None = None,
+def plan_cct(directions: Directions, alphas: Sequence[float] | None = None,
              ego_classes: Sequence[int] | None = None) -> CCTPlan:
     """The α grid and ego classes of a cross-class test (see :func:`cross_class_test`)."""
     if alphas is None:
@@ -217,7 +260,8 @@ def plan_cct(directions: EgoDirections, alphas: Sequence[float] | None = None,
                    zero_index=int(np.flatnonzero(grid == 0.0)[0]))
 
 
-def run_cell(evaluator: Evaluator, direction: Mapping[str, np.ndarray], steps: Sequence[float]) -> list[StepStats]:
+def run_cell(evaluator: Evaluator, direction: Mapping[str, np.ndarray],
+             steps: Sequence[float] | np.ndarray) -> list[StepStats]:
     """Evaluate one cell: the data at ``θ* + step · direction`` for each step, in order."""
     evaluator.set_directions([direction])
     return [evaluator.evaluate([float(step)]) for step in steps]
@@ -243,18 +287,18 @@ class _Collector:
             self.top_c[i, :, a], self.top_s[i, :, a] = _top_destinations(stats, self.m)
 
 
-def cross_class_test(model: Model, data: Dataset, directions: EgoDirections, alphas: Sequence[float] | None = None,
+def cross_class_test(model: Model, data: Dataset, directions: Directions, alphas: Sequence[float] | None = None,
                      *, ego_classes: Sequence[int] | None = None, provider: str = "auto", batch_size: int = 256,
                      strategy: str = "auto", full_flow: bool | None = None, progress: bool | None = None,
                      evaluator: Evaluator | None = None) -> CrossClassTestResult:
-    """Run the cross-class test (CONCEPTS.md, "Cross-class test").
+    """Run the cross-class test (docs/concepts.md, "Cross-class test").
 
     Parameters
     ----------
     model : Model
     data : Dataset
         The audit data; every class in it is evaluated at every step.
-    directions : EgoDirections
+    directions : EgoDirections or EgoDirectionStream
         From :func:`auditor.ego_directions`.
     alphas : sequence of float, optional
         The α grid (must contain 0). Default: 21 points over [-α_max, α_max]; under
@@ -291,12 +335,15 @@ def cross_class_test(model: Model, data: Dataset, directions: EgoDirections, alp
         bar.advance()
         for i in range(len(plan.ego_classes)):
             out.store(i, plan.zero_index, base)
+        cells = []
         for i, indices in plan.cells():
             t0 = time.perf_counter()
             results = run_cell(evaluator, directions[plan.ego_classes[i]], plan.steps(i)[list(indices)])
-            evaluated_seconds += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            evaluated_seconds += seconds
             for a, stats in zip(indices, results):
                 out.store(i, a, stats)
+            cells.append(CellRecord(plan.ego_classes[i], indices, evaluator.device, "local", seconds))
             bar.advance(len(indices))
     samples = evaluator.samples_evaluated - samples_before - len(evaluator.y)
     return CrossClassTestResult(
@@ -305,4 +352,4 @@ def cross_class_test(model: Model, data: Dataset, directions: EgoDirections, alp
         counts=np.asarray(base.count, dtype=np.int64), zero_index=plan.zero_index,
         normalization=directions.normalization, provider=evaluator.device, strategy=evaluator.strategy,
         seconds=time.perf_counter() - start,
-        samples_per_second=samples / evaluated_seconds if evaluated_seconds > 0 else 0.0)
+        samples_per_second=samples / evaluated_seconds if evaluated_seconds > 0 else 0.0, cells=tuple(cells))

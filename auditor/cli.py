@@ -1,4 +1,4 @@
-"""Command line: ``auditor inspect | audit | report | demo | dance``.
+"""Command line: ``auditor inspect | audit | compare | report | demo | dance``.
 
 Only wiring: every computation lives in the library. Exit codes: 0 success, 1 a gate
 check failed, 2 bad input or options (one line on stderr, no traceback unless
@@ -11,13 +11,13 @@ import functools
 import json
 import math
 import shutil
-import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from .errors import AuditorError, OptionError
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .audit import AuditOptions, AuditResult
-    from .gate import Check, GateResult
+    from .comparison import CompareOptions, CompareResult
+    from .gate import Check, GateResult, Quantity
 
 app = typer.Typer(
     name="auditor",
@@ -150,10 +151,14 @@ def inspect(
     debug: DebugOption = False,
 ) -> None:
     """Describe MODEL: input, logits, classes, opset, producer and the parameters θ."""
+    from .graph import gradient_support
     from .model import load_model
 
     m = load_model(model, exclude=exclude or ())
     summary = m.summary()
+    rewrites, refused = gradient_support(m)
+    summary["gradients"] = {"rewrites": [{"name": r.name, "description": r.description, "count": r.count}
+                                         for r in rewrites], "refused": refused}
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
@@ -172,6 +177,8 @@ def inspect(
         f"parameters  {summary['n_parameters']:,} in {len(m.parameters)} tensors",
         "ops         " + ", ".join(f"{k} x{v}" for k, v in summary["op_types"].items()),
     ]
+    lines.append("gradients   " + (f"refused: {refused}" if refused else "supported"))
+    lines += [f"rewrite     {r.name} x{r.count}: {r.description}" for r in rewrites]
     lines += [f"note        {n}" for n in summary["notes"]]
     lines.append("")
     width = max(len(p.name) for p in m.parameters)
@@ -186,37 +193,45 @@ def inspect(
 # ----------------------------------------------------------------------------- audit
 
 
-def _gate_checks(gate: list[str] | None, gate_config: Path | None) -> list[Any]:
-    from .gate import DEFAULT_CHECKS, load_gate_config, parse_check
+def _gate_checks(gate: list[str] | None, gate_config: Path | None, *,
+                 quantities: dict[str, Quantity[Any]] | None = None, defaults: tuple[Check, ...] | None = None
+                 ) -> list[Any]:
+    """The checks given on the command line and in a TOML file, else the defaults (an audit's unless given)."""
+    from .gate import AUDIT_QUANTITIES, DEFAULT_CHECKS, load_gate_config, parse_check
 
-    checks = list(load_gate_config(gate_config)) if gate_config else []
-    checks += [parse_check(g) for g in gate or []]
-    return checks or list(DEFAULT_CHECKS)
+    table = AUDIT_QUANTITIES if quantities is None else quantities
+    checks = list(load_gate_config(gate_config, table)) if gate_config else []
+    checks += [parse_check(g, table) for g in gate or []]
+    return checks or list(DEFAULT_CHECKS if defaults is None else defaults)
 
 
 def _print_summary(result: AuditResult) -> None:
-    """The audit's headline numbers and top pairs, as rich tables on stdout."""
+    """The audit's headline numbers, top pairs (where: by P; why: by R) and R's agreement with P."""
     from rich.table import Table
 
     names = result.class_names
     worst, worst_acc = result.worst_class()
     out = _console()
     out.print(f"overall accuracy {result.overall_accuracy:.3f}; worst class {names[worst]} ({worst_acc:.3f})")
-    table = Table(title="top interfering pairs (S = max(I[a,b], I[b,a]): loss one class gains per unit the "
-                        "other sheds)", title_justify="left")
-    for column, justify in (("class a", "left"), ("class b", "left"), ("S", "right"), ("confused", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
     confusion = result.errors.confusion
-    for a, b, score in result.top_pairs_interference[:5]:
-        table.add_row(names[a], names[b], f"{score:.3f}", str(int(confusion[a, b] + confusion[b, a])))
-    if result.top_pairs_interference:
-        out.print(table)
-    else:
-        out.print("top interfering pairs: none (no ego loss fell along its direction)")
-    agree = result.agreeing_pairs(top=5)
-    if agree:
-        out.print("in both top-5 lists (interference and confusion): "
-                  + ", ".join(f"{names[a]}/{names[b]}" for a, b in agree))
+    score = result.interference.pair_score
+    where = Table(title="where the errors are: top pairs by pair confusion P (ties by R)", title_justify="left")
+    why = Table(title="why: top pairs by pair score R (loss each class gains from the other's first step, / mean "
+                      "loss)", title_justify="left")
+    for table, first in ((where, "P"), (why, "R")):
+        for column, justify in (("class a", "left"), ("class b", "left"), (first, "right"),
+                                ("R" if first == "P" else "P", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for a, b, n in result.top_pairs_confusion[:5]:
+        where.add_row(names[a], names[b], str(int(n)), f"{score[a, b]:.3f}")
+    for a, b, r in result.top_pairs_interference[:5]:
+        why.add_row(names[a], names[b], f"{r:.3f}", str(int(confusion[a, b] + confusion[b, a])))
+    out.print(where if result.top_pairs_confusion else "where the errors are: no errors on the audit data")
+    out.print(why if result.top_pairs_interference else "why: no pair has a defined pair score R")
+    g = result.agreement
+    if g.verdict() != "undefined":
+        out.print(f"interference explains {g.verdict()} of the confusion: precision@{g.k} {g.precision_at_k:.2f}, "
+                  f"AUC {g.auc:.2f}, Spearman {g.spearman:.2f} (R against P over {g.n_pairs} pairs)")
 
 
 def _print_gate(gate: GateResult | None) -> None:
@@ -241,9 +256,20 @@ def _console() -> Console:
                    highlight=False, markup=False)
 
 
+def _executor(ray: str | None, workers: int | None, device: str) -> Any:
+    """The executor for ``--ray [auto|ADDRESS]`` and ``--ray-workers N`` (None: serial, in this process)."""
+    if ray is None:
+        if workers is not None:
+            raise OptionError("--ray-workers needs --ray (a local Ray) or --ray auto / --ray ADDRESS (a cluster)")
+        return None
+    from .execution import RayExecutor
+
+    return RayExecutor(ray, workers=workers, gpus=False if device == "cpu" else None)
+
+
 def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, options: AuditOptions,
          checks: list[Check], dance: Path | None, report: bool, data_kwargs: dict[str, Any],
-         quiet: bool) -> AuditResult:
+         quiet: bool, executor: Any = None, checkpoint: Path | None = None) -> AuditResult:
     from .audit import run_audit
     from .model import load_model
     from .save import save_audit
@@ -254,13 +280,29 @@ def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, opti
     g = _load_data(gradient_data, data_kwargs) if gradient_data else None
     say(f"auditing {model} ({m.n_classes} classes, {m.n_parameters:,} parameters) on {len(d)} samples")
     result = run_audit(m, d, options, gradient_data=g, gate=checks, dance=dance, log=say, progress=None if not quiet
-                       else False)
+                       else False, executor=executor, checkpoint=checkpoint)
     for path in save_audit(result, out, report=report):
         say(f"wrote {path}")
     return result
 
 
-@app.command()
+class _OptionalValueCommand(TyperCommand):
+    """A command whose ``--ray`` may come without a value (then it means "local").
+
+    Click options take a value or none, not either (Typer has no ``flag_value``), so a bare
+    ``--ray`` (last, or followed by another option) gets the value ``local`` before parsing.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        fixed = []
+        for i, arg in enumerate(args):
+            fixed.append(arg)
+            if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                fixed.append("local")
+        return super().parse_args(ctx, fixed)
+
+
+@app.command(cls=_OptionalValueCommand)
 @_guarded
 def audit(
     model: Annotated[Path, typer.Argument(help="The .onnx classifier.")],
@@ -275,7 +317,7 @@ def audit(
     alphas: Annotated[str | None, typer.Option(help="α grid, comma-separated, 0 included.")] = None,
     classes: Annotated[str | None, typer.Option(help="Ego classes, comma-separated ids.")] = None,
     pairs: Annotated[int | None, typer.Option(
-        help="2-D interference models for the top N pairs by pair score and by confusion (default: as many as "
+        help="2-D interference models for the top N pairs by the pair score R and by confusion P (default: as many as "
              "the budget allows; 0: none).")] = None,
     candidates: Annotated[int | None, typer.Option(
         help="With many classes: run the CCT for the classes of the top N pairs only (default 20 when K > 64).")
@@ -307,6 +349,14 @@ def audit(
     max_length: MaxLengthOption = 128,
     padding: PaddingOption = "longest",
     report: Annotated[bool, typer.Option(help="Write report.html too.")] = True,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[auto|ADDRESS]",
+        help="Spread the work over Ray: --ray alone starts a local Ray (or joins RAY_ADDRESS), --ray auto joins "
+             "the cluster running here, --ray ADDRESS joins that one. Needs pip install 'auditor[ray]'.")] = None,
+    ray_workers: Annotated[int | None, typer.Option(
+        "--ray-workers", help="Ray workers (default: one per GPU, or one per node without GPUs).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="Write each finished cell here; rerun with the same directory to resume.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
     debug: DebugOption = False,
 ) -> None:
@@ -320,12 +370,85 @@ def audit(
         strategy=strategy, exclude=tuple(exclude or ()))
     checks = _gate_checks(gate, gate_config)
     result = _run(model, data, out, gradient_data=gradient_data, options=options, checks=checks, dance=dance,
-                  report=report, quiet=quiet,
+                  report=report, quiet=quiet, executor=_executor(ray, ray_workers, device), checkpoint=checkpoint,
                   data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
                                            mean=mean, std=std, grayscale=grayscale, text_column=text_column,
                                            tokenizer=tokenizer, max_length=max_length, padding=padding))
     _print_summary(result)
     _print_gate(result.gate)
+    if result.gate is not None and result.gate.failed:
+        raise typer.Exit(code=1)
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def _compare(baseline: Path, candidate: Path, data: Path, out: Path, *, options: CompareOptions,
+             checks: list[Check], report: bool, data_kwargs: dict[str, Any], quiet: bool) -> CompareResult:
+    from .cli_compare import print_comparison
+    from .comparison import compare
+    from .save import save_compare
+
+    say = (lambda m: None) if quiet else _echo
+    result = compare(baseline, candidate, data, options, gate=checks, data_kwargs=data_kwargs, log=say,
+                     progress=None if not quiet else False)
+    if result.inputs.line:
+        say(f"inputs: {result.inputs.line}")
+    for path in save_compare(result, out, report=report):
+        say(f"wrote {path}")
+    print_comparison(result, _console())
+    _print_gate(result.gate)
+    return result
+
+
+@app.command()
+@_guarded
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="The .onnx model in production (the reference).")],
+    candidate: Annotated[Path, typer.Argument(help="The .onnx model that would replace it.")],
+    data: Annotated[Path, typer.Option("--data", help=".npz (x, y), an image folder, a .csv, or text.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for results.json and report.html.")] = Path(
+        "auditor-compare"),
+    alpha: Annotated[float, typer.Option(help="Level of the per-class McNemar tests (Holm-corrected).")] = 0.05,
+    confidence: Annotated[float, typer.Option(help="Level of the intervals of the accuracy changes.")] = 0.95,
+    examples: Annotated[int, typer.Option(help="Flipped samples shown per (true, new prediction) group.")] = 4,
+    interference: Annotated[bool, typer.Option(
+        "--interference", help="Also audit both models and compare their pair scores (two cross-class tests).")
+    ] = False,
+    normalization: Annotated[str, typer.Option(help="--interference: filter, layer, global or none.")] = "filter",
+    max_per_class: Annotated[int | None, typer.Option(help="Cap the data per class (stratified).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per runtime call.")] = 256,
+    device: DeviceOption = "auto",
+    gate: Annotated[list[str] | None, typer.Option(
+        "--gate", help="A gate check NAME=WARN:FAIL, e.g. regressed_classes=0:1 (repeatable).")] = None,
+    gate_config: Annotated[Path | None, typer.Option(help="TOML file of [gate.NAME] warn/fail bounds.")] = None,
+    label_column: LabelColumnOption = "label",
+    image_size: ImageSizeOption = None,
+    layout: LayoutOption = "NCHW",
+    mean: MeanOption = None,
+    std: StdOption = None,
+    grayscale: GrayscaleOption = False,
+    text_column: TextColumnOption = None,
+    tokenizer: TokenizerOption = None,
+    max_length: MaxLengthOption = 128,
+    padding: PaddingOption = "longest",
+    report: Annotated[bool, typer.Option(help="Write report.html too.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Compare CANDIDATE with BASELINE on DATA: which classes regressed, which pairs got worse; exit 1 if a gate
+    check fails."""
+    from .comparison import CompareOptions
+    from .gate import COMPARE_QUANTITIES, DEFAULT_COMPARE_CHECKS
+
+    options = CompareOptions(alpha=alpha, confidence=confidence, examples=examples, batch_size=batch_size,
+                             provider=device, max_per_class=max_per_class, interference=interference,
+                             normalization=normalization)
+    checks = _gate_checks(gate, gate_config, quantities=COMPARE_QUANTITIES, defaults=DEFAULT_COMPARE_CHECKS)
+    result = _compare(baseline, candidate, data, out, options=options, checks=checks, report=report, quiet=quiet,
+                      data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
+                                               mean=mean, std=std, grayscale=grayscale, text_column=text_column,
+                                               tokenizer=tokenizer, max_length=max_length, padding=padding))
     if result.gate is not None and result.gate.failed:
         raise typer.Exit(code=1)
 
@@ -336,16 +459,29 @@ def audit(
 @app.command()
 @_guarded
 def report(
-    results: Annotated[Path, typer.Argument(help="A results.json written by `auditor audit`.")],
+    results: Annotated[Path, typer.Argument(help="A results.json written by `auditor audit` or `auditor compare`.")],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     debug: DebugOption = False,
 ) -> None:
     """Render report.html again from RESULTS (no model or data needed)."""
     from .audit import AuditResult
-    from .report import render_report
+    from .comparison import KIND, CompareResult
+    from .report import render_compare_report, render_report
 
-    render_report(AuditResult.load(results), out)
+    if _results_kind(results) == KIND:
+        render_compare_report(CompareResult.load(results), out)
+    else:
+        render_report(AuditResult.load(results), out)
     typer.echo(f"wrote {out}")
+
+
+def _results_kind(path: Path) -> str | None:
+    """The ``kind`` of a results.json ("compare" for a comparison; an audit's has none); None if unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # the loader says what is wrong
+    return data.get("kind") if isinstance(data, dict) else None
 
 
 # ----------------------------------------------------------------------------- demo
@@ -354,16 +490,32 @@ def report(
 @app.command()
 @_guarded
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the demo report.")] = Path("auditor-demo"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write the demo report (default ./auditor-demo, or ./auditor-demo-compare).")] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Compare the demo model with a retrained candidate instead of auditing it.")] = False,
     device: DeviceOption = "auto",
     debug: DebugOption = False,
 ) -> None:
-    """Audit the bundled digits model and write its report into ./auditor-demo/ (no network, < 1 min on CPU)."""
+    """Audit the bundled digits model and write its report into ./auditor-demo/ (no network, < 1 min on CPU).
+
+    With --compare: compare it with the bundled candidate (the same MLP retrained after a data bug starved digit 3)
+    and write the comparison into ./auditor-demo-compare/.
+    """
     from .audit import AuditOptions
     from .demo import demo_paths
-    from .gate import DEFAULT_CHECKS
+    from .gate import DEFAULT_CHECKS, DEFAULT_COMPARE_CHECKS
 
     paths = demo_paths()
+    if compare:
+        from .comparison import CompareOptions
+
+        out = out or Path("auditor-demo-compare")
+        _compare(paths.model, paths.candidate, paths.data, out, options=CompareOptions(provider=device),
+                 checks=list(DEFAULT_COMPARE_CHECKS), report=True, data_kwargs=_data_kwargs(), quiet=False)
+        typer.echo(f"\nreport: {(out / 'report.html').resolve()}")
+        return
+    out = out or Path("auditor-demo")
     options = AuditOptions(provider=device)  # the default budget sizes the 2-D models
     result = _run(paths.model, paths.data, out, gradient_data=paths.train, options=options,
                   checks=list(DEFAULT_CHECKS), dance=paths.dance, report=True, quiet=False,
@@ -389,6 +541,16 @@ def dance(
         help="An audit's results.json, to compare dancing pairs with interference and confusion pairs.")] = None,
     max_per_class: Annotated[int, typer.Option(help="Probe samples per class for --checkpoints.")] = 100,
     device: DeviceOption = "auto",
+    label_column: LabelColumnOption = "label",
+    image_size: ImageSizeOption = None,
+    layout: LayoutOption = "NCHW",
+    mean: MeanOption = None,
+    std: StdOption = None,
+    grayscale: GrayscaleOption = False,
+    text_column: TextColumnOption = None,
+    tokenizer: TokenizerOption = None,
+    max_length: MaxLengthOption = 128,
+    padding: PaddingOption = "longest",
     debug: DebugOption = False,
 ) -> None:
     """Label dancing from a training LOG, or from --checkpoints predicting --data."""
@@ -400,7 +562,10 @@ def dance(
     if checkpoints is not None:
         if data is None:
             raise OptionError("--checkpoints needs --data: the probe set the checkpoints predict")
-        probe = _load_data(data, _data_kwargs()).stratified(max_per_class)
+        kwargs = _data_kwargs(label_column=label_column, image_size=image_size, layout=layout, mean=mean, std=std,
+                              grayscale=grayscale, text_column=text_column, tokenizer=tokenizer,
+                              max_length=max_length, padding=padding)
+        probe = _load_data(data, kwargs).stratified(max_per_class)
         analysis = dance_analysis(predict_checkpoints(checkpoints, probe, provider=device))
     else:
         assert log is not None
@@ -423,4 +588,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -13,6 +13,8 @@ __all__ = [
     "DataError",
     "OptionError",
     "ResultsError",
+    "CheckpointError",
+    "WorkerError",
 ]
 
 
@@ -38,3 +40,11 @@ class OptionError(AuditorError, ValueError):
 
 class ResultsError(AuditorError, ValueError):
     """A results file or log cannot be read."""
+
+
+class CheckpointError(AuditorError, ValueError):
+    """A --checkpoint directory does not belong to this audit or cannot be read."""
+
+
+class WorkerError(AuditorError, RuntimeError):
+    """A unit of distributed work kept failing (its workers died) or did not finish in time."""

@@ -1,6 +1,6 @@
 """Exact per-class weight gradients of the ONNX graph, and class ego directions.
 
-See CONCEPTS.md, "Class ego direction". Gradients come from the reverse-mode graph that
+See docs/concepts.md, "Class ego direction". Gradients come from the reverse-mode graph that
 onnx-ad derives from the model itself (:func:`auditor.graph.gradient_graph`), run by ONNX
 Runtime; no training framework is involved.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from .data import Dataset
     from .model import Model, Parameter
 
-__all__ = ["ClassGradients", "EgoDirections", "GradientStream", "class_gradients", "ego_directions",
-           "gradient_sketches", "unflatten",
+__all__ = ["ClassGradients", "EgoDirections", "EgoDirectionStream", "Directions", "GradientStream",
+           "class_gradients", "ego_directions", "gradient_sketches", "CountSketch", "unflatten",
            "normalize_direction", "default_alpha_max", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("filter", "layer", "global", "none")
@@ -64,12 +64,12 @@ class _FlatMapping(Mapping[int, Mapping[str, np.ndarray]]):
 
     def vector(self, c: int) -> np.ndarray:
         """The flattened vector of class ``c`` (parameters concatenated in ``names`` order)."""
-        return self.flat[self.classes.index(int(c))]
+        return np.asarray(self.flat[self.classes.index(int(c))])
 
 
 @dataclass(frozen=True, eq=False)
 class ClassGradients(_FlatMapping):
-    """``g_c = ∇θ L_c(θ*)`` for every class present (CONCEPTS.md, "Class ego direction").
+    """``g_c = ∇θ L_c(θ*)`` for every class present (docs/concepts.md, "Class ego direction").
 
     Indexable as ``result[c][name]`` (the initializer's shape).
 
@@ -106,12 +106,12 @@ class ClassGradients(_FlatMapping):
 
     def norms(self) -> np.ndarray:
         """``||g_c||`` per class in ``classes`` order (float64)."""
-        return np.linalg.norm(self.flat.astype(np.float64), axis=1)
+        return np.asarray(np.linalg.norm(self.flat.astype(np.float64), axis=1))
 
 
 @dataclass(frozen=True, eq=False)
 class EgoDirections(_FlatMapping):
-    """``d_c`` for every class that has one (CONCEPTS.md, "Class ego direction").
+    """``d_c`` for every class that has one (docs/concepts.md, "Class ego direction").
 
     Attributes
     ----------
@@ -122,7 +122,7 @@ class EgoDirections(_FlatMapping):
     normalization : {"filter", "layer", "global", "none"}
     include_1d : bool
     alpha_max : ndarray of shape (len(classes),)
-        The default largest step per class (CONCEPTS.md, "Cross-class test").
+        The default largest step per class (docs/concepts.md, "Cross-class test").
     skipped : dict of int to str
         Classes present in the data without a direction, with the reason.
     """
@@ -179,7 +179,7 @@ def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provi
     ``-Σ_i Σ_k T[i,k] log softmax(z_i)_k`` with ``T[i, c] = 1/|D_c|`` for the samples of
     class c gives ``g_c`` directly; the last batch of a class is padded with copies of one
     of its samples given zero weight, which add nothing. This is several times cheaper
-    than one seed per class (ENGINEERING.md).
+    than one seed per class (benchmarks/RESULTS.md, "Gradient pass").
     """
     stream = GradientStream(model, data, batch_size=batch_size, provider=provider, classes=classes)
     flat = np.zeros((len(stream.classes), stream.n_parameters), dtype=np.float32)
@@ -221,13 +221,14 @@ class GradientStream:
     def run(self, tick: Callable[[], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         model, y, batch, device = self.model, self.y, self.batch, self.device
         shapes = {n: a.shape[1:] for n, a in self.features.items()}
-        session = make_session(G.gradient_graph(model, batch, shapes), device)
+        session = make_session(G.gradient_graph(model, batch, shapes), device, config=model.session_config)
         outputs = [o.name for o in session.get_outputs()]
         weights = model.weights()
         binding = session.io_binding()
-        for p in model.parameters:
-            binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(p.dtype, copy=False),
-                                                          device))
+        inputs = {i.name for i in session.get_inputs()}
+        for p in model.parameters:  # θ* is baked into the graph unless that optimisation is off
+            if p.name in inputs:
+                binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(p.dtype, copy=False), device))
         binding.bind_ortvalue_input(f"adj_{G.TOTAL_LOSS}", _to_device(np.ones(1, np.float32), device))
         for name in outputs:
             binding.bind_output(name, "cpu")
@@ -262,26 +263,39 @@ class GradientStream:
             yield c, g
 
 
+class CountSketch:
+    """A count sketch of gradients over θ: each parameter index hashed to one of ``dim`` buckets
+    with a random sign, so inner products (hence cosines) of sketches estimate those of the
+    full gradients. The same ``(n_parameters, dim, seed)`` gives the same hash in any process.
+    """
+
+    def __init__(self, n_parameters: int, dim: int = 2048, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.dim, self.seed = dim, seed
+        self.bucket = rng.integers(0, dim, size=n_parameters)
+        self.sign = rng.choice(np.array([-1.0, 1.0]), size=n_parameters)
+
+    def __call__(self, g: np.ndarray) -> tuple[np.ndarray, float]:
+        """The sketch ``[dim]`` of one flat gradient and its exact norm."""
+        return (np.bincount(self.bucket, weights=self.sign * g, minlength=self.dim),
+                float(np.linalg.norm(g.astype(np.float64))))
+
+
 def gradient_sketches(model: Model, data: Dataset, *, dim: int = 2048, seed: int = 0, batch_size: int = 128,
                       provider: str = "auto", progress: bool | None = None
                       ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """Count sketches of every class gradient, for a cheap conflict screen when K is large.
 
-    Each parameter index is hashed to one of ``dim`` buckets with a random sign, so inner
-    products (hence cosines) of sketches estimate those of the full gradients while
-    memory stays ``K x dim``. Returns the classes, the sketches ``[n, dim]`` and the exact
-    gradient norms.
+    Memory stays ``K x dim`` (see :class:`CountSketch`). Returns the classes, the sketches
+    ``[n, dim]`` and the exact gradient norms.
     """
     stream = GradientStream(model, data, batch_size=batch_size, provider=provider)
-    rng = np.random.default_rng(seed)
-    bucket = rng.integers(0, dim, size=stream.n_parameters)
-    sign = rng.choice(np.array([-1.0, 1.0]), size=stream.n_parameters)
+    sketch = CountSketch(stream.n_parameters, dim, seed)
     sketches = np.zeros((len(stream.classes), dim))
     norms = np.zeros(len(stream.classes))
     with Progress(stream.n_batches, "gradient sketches", enabled=progress) as bar:
         for row, (_, g) in enumerate(stream.run(bar.advance)):
-            sketches[row] = np.bincount(bucket, weights=sign * g, minlength=dim)
-            norms[row] = np.linalg.norm(g.astype(np.float64))
+            sketches[row], norms[row] = sketch(g)
     return tuple(stream.classes), sketches, norms
 
 
@@ -293,7 +307,7 @@ def _slices(a: np.ndarray, axis: int) -> np.ndarray:
 def normalize_direction(g: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
                         parameters: Sequence[Parameter], normalization: str = "filter",
                         include_1d: bool = False) -> dict[str, np.ndarray]:
-    """``d = -normalise(g)`` for one class (CONCEPTS.md, "Class ego direction").
+    """``d = -normalise(g)`` for one class (docs/concepts.md, "Class ego direction").
 
     ``parameters`` are the model's :class:`~auditor.model.Parameter` records (for the
     output axis and the one-dimensional flag). Returns float64 arrays by name.
@@ -331,7 +345,7 @@ def normalize_direction(g: Mapping[str, np.ndarray], weights: Mapping[str, np.nd
 
 
 def default_alpha_max(normalization: str, theta_norm: float, gradient_norm: float) -> float:
-    """α_max of CONCEPTS.md, "Cross-class test": the largest step moves θ by 20% of its norm."""
+    """α_max of docs/concepts.md, "Cross-class test": the largest step moves θ by 20% of its norm."""
     if normalization in ("filter", "layer"):
         return 0.2
     if normalization == "global":
@@ -342,7 +356,7 @@ def default_alpha_max(normalization: str, theta_norm: float, gradient_norm: floa
 def ego_directions(model: Model, data: Dataset | None = None, *, normalization: str = "filter",
                    include_1d: bool = False, gradients: ClassGradients | None = None,
                    **gradient_options: Any) -> EgoDirections:
-    """Class ego directions ``d_c = -normalise(g_c)`` (CONCEPTS.md, "Class ego direction").
+    """Class ego directions ``d_c = -normalise(g_c)`` (docs/concepts.md, "Class ego direction").
 
     Parameters
     ----------
@@ -366,7 +380,8 @@ def ego_directions(model: Model, data: Dataset | None = None, *, normalization: 
     A class whose gradient norm is below 1e-12·||θ*|| has no direction: it is listed in
     ``skipped``. Under ``normalization="filter"`` or ``"layer"`` a direction that is zero
     everywhere after normalisation (e.g. only one-dimensional tensors have a gradient and
-    ``include_1d`` is off) is skipped too.
+    ``include_1d`` is off) is skipped too. :class:`EgoDirectionStream` gives the same
+    directions one at a time, without holding them all.
     """
     if normalization not in NORMALIZATIONS:
         raise OptionError(f"unknown normalization {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
@@ -374,25 +389,118 @@ def ego_directions(model: Model, data: Dataset | None = None, *, normalization: 
         if data is None:
             raise OptionError("ego_directions needs data or precomputed gradients")
         gradients = class_gradients(model, data, **gradient_options)
-    weights = model.weights()
-    theta_norm = float(np.sqrt(sum(np.sum(np.square(w, dtype=np.float64)) for w in weights.values())))
     rows, classes, alphas = [], [], []
     skipped: dict[int, str] = {}
+    rule = _DirectionRule(model, normalization, include_1d)
     for c, gn in zip(gradients.classes, gradients.norms()):
-        if gn < _ZERO_GRADIENT * max(theta_norm, 1e-30):
-            skipped[c] = "its loss gradient is zero"
-            continue
-        d = normalize_direction(gradients[c], weights, model.parameters, normalization, include_1d)
-        vec = np.concatenate([d[n].reshape(-1) for n in gradients.names]).astype(np.float32)
-        if not np.any(vec):
-            skipped[c] = f"its direction is zero after {normalization} normalisation"
+        vec, amax, reason = rule.row(gradients, c, float(gn))
+        if vec is None:
+            skipped[c] = reason
             continue
         rows.append(vec)
         classes.append(c)
-        alphas.append(default_alpha_max(normalization, theta_norm, float(gn)))
+        alphas.append(amax)
     flat = np.stack(rows) if rows else np.zeros((0, gradients.flat.shape[1]), np.float32)
     return EgoDirections(classes=tuple(classes), names=gradients.names, shapes=gradients.shapes, flat=flat,
                          normalization=normalization, include_1d=include_1d,
                          alpha_max=np.asarray(alphas, dtype=np.float64), skipped=skipped)
 
 
+class _DirectionRule:
+    """One class's direction from its gradient: the row of :func:`ego_directions`, computed alone."""
+
+    def __init__(self, model: Model, normalization: str, include_1d: bool) -> None:
+        if normalization not in NORMALIZATIONS:
+            raise OptionError(f"unknown normalization {normalization!r}; choose one of "
+                              f"{', '.join(NORMALIZATIONS)}")
+        self.parameters = model.parameters
+        self.weights = model.weights()
+        self.theta_norm = float(np.sqrt(sum(np.sum(np.square(w, dtype=np.float64)) for w in self.weights.values())))
+        self.normalization, self.include_1d = normalization, include_1d
+
+    def row(self, gradients: ClassGradients, c: int, gradient_norm: float) -> tuple[np.ndarray | None, float, str]:
+        """``(d_c flattened as float32, α_max, "")``, or ``(None, nan, why there is none)``."""
+        if gradient_norm < _ZERO_GRADIENT * max(self.theta_norm, 1e-30):
+            return None, float("nan"), "its loss gradient is zero"
+        d = normalize_direction(gradients[c], self.weights, self.parameters, self.normalization, self.include_1d)
+        vec = np.concatenate([d[n].reshape(-1) for n in gradients.names]).astype(np.float32)
+        if not np.any(vec):
+            return None, float("nan"), f"its direction is zero after {self.normalization} normalisation"
+        return vec, default_alpha_max(self.normalization, self.theta_norm, gradient_norm), ""
+
+
+class Directions(Protocol):
+    """What the analyses read from ego directions: the classes, α_max and one direction at a time.
+
+    Both :class:`EgoDirections` (all rows in memory) and :class:`EgoDirectionStream` (each
+    row computed when asked for) provide it.
+    """
+
+    @property
+    def classes(self) -> tuple[int, ...]: ...
+    @property
+    def names(self) -> tuple[str, ...]: ...
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]: ...
+    @property
+    def normalization(self) -> str: ...
+    @property
+    def include_1d(self) -> bool: ...
+    @property
+    def alpha_max(self) -> np.ndarray: ...
+    @property
+    def skipped(self) -> Mapping[int, str]: ...
+    def vector(self, c: int) -> np.ndarray: ...
+    def __getitem__(self, c: int) -> Mapping[str, np.ndarray]: ...
+
+
+class EgoDirectionStream:
+    """The ego directions of :func:`ego_directions`, one at a time: nothing ``[n_ego, P]`` is held.
+
+    Each ``d_c`` is computed from ``g_c`` when asked for (:meth:`vector`), bit for bit the
+    row :func:`ego_directions` would hold, so a large-K audit keeps only the gradients and
+    the directions in use. Construction computes every direction once (and drops it) to
+    know which classes have one.
+
+    Parameters
+    ----------
+    model : Model
+    gradients : ClassGradients
+    normalization : {"filter", "layer", "global", "none"}, default="filter"
+    include_1d : bool, default=False
+    """
+
+    def __init__(self, model: Model, gradients: ClassGradients, normalization: str = "filter",
+                 include_1d: bool = False) -> None:
+        self._rule = _DirectionRule(model, normalization, include_1d)
+        self._gradients = gradients
+        self._norms = dict(zip(gradients.classes, (float(n) for n in gradients.norms())))
+        classes, alphas = [], []
+        skipped: dict[int, str] = {}
+        for c in gradients.classes:
+            vec, amax, reason = self._rule.row(gradients, c, self._norms[c])
+            if vec is None:
+                skipped[c] = reason
+            else:
+                classes.append(c)
+                alphas.append(amax)
+        self.classes: tuple[int, ...] = tuple(classes)
+        self.names, self.shapes = gradients.names, gradients.shapes
+        self.normalization, self.include_1d = normalization, include_1d
+        self.alpha_max = np.asarray(alphas, dtype=np.float64)
+        self.alpha_max.flags.writeable = False
+        self.skipped: Mapping[int, str] = skipped
+
+    def vector(self, c: int) -> np.ndarray:
+        """``d_c`` flattened (parameters concatenated in ``names`` order), float32; computed now."""
+        if int(c) not in self.classes:
+            raise KeyError(c)
+        vec = self._rule.row(self._gradients, int(c), self._norms[int(c)])[0]
+        assert vec is not None
+        return vec
+
+    def __getitem__(self, c: int) -> Mapping[str, np.ndarray]:
+        return unflatten(self.names, self.shapes, self.vector(c))
+
+    def __len__(self) -> int:
+        return len(self.classes)

@@ -7,10 +7,8 @@
 - :func:`perturbation_graph`: the same with ``θ* + Σ_j c_j d_j`` computed inside the
   graph, so directions stay on the device and only the scalars ``c_j`` change per step.
 - :func:`gradient_graph`: weights promoted to inputs, a weighted cross-entropy loss head,
-  static shapes, grouped convolutions rewritten, then reverse-mode differentiated by
-  onnx-ad.
-
-Rewrites collect what they add and remove and apply it once, like onnxruntime's fusions.
+  static shapes, the rewrites of :mod:`auditor.rewrites` (grouped convolutions, strided
+  slices, LRN, ONNX Runtime's fused ops), then reverse-mode differentiated by onnx-ad.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ModelError, UnsupportedNodeError
+from .rewrites import RewriteRecord, apply_rewrites, needed_rewrites, unsupported_advice
 
 __all__ = [
     "canonicalize",
@@ -30,11 +29,11 @@ __all__ = [
     "perturbation_graph",
     "gradient_graph",
     "check_gradient_support",
-    "split_grouped_convs",
     "LOGITS",
     "LABELS",
     "LOSS",
     "PREDICTION",
+    "LOG_PROBABILITIES",
     "TARGET",
     "TOTAL_LOSS",
 ]
@@ -43,6 +42,7 @@ LOGITS = "auditor_logits"
 LABELS = "auditor_labels"
 LOSS = "auditor_loss"  # per-sample cross-entropy, [B]
 PREDICTION = "auditor_prediction"  # argmax, ties to the lowest index, [B]
+LOG_PROBABILITIES = "auditor_logp"  # log-softmax of LOGITS, [B, K]: computed for LOSS anyway
 TARGET = "auditor_target"  # per-sample class weights for the gradient loss, [B, K]
 TOTAL_LOSS = "auditor_total_loss"  # scalar, the differentiated loss
 TARGET_OPSET = 17
@@ -83,7 +83,7 @@ def canonicalize(proto: onnx.ModelProto, *, logits_name: str) -> tuple[onnx.Mode
     opset = opset_of(model)
     if opset < 16:
         # The converter handles old graphs only while initializers stay listed as inputs
-        # (ENGINEERING.md), so list them for the conversion and drop them after.
+        # (onnx's version converter refuses them otherwise), so list them for the conversion and drop them after.
         inputs = {v.name for v in graph.input}
         added = [t for t in graph.initializer if t.name not in inputs]
         for t in added:
@@ -170,7 +170,7 @@ def _materialise_constant_subgraphs(model: onnx.ModelProto) -> dict[str, str]:
 
     A float tensor of >= 2 elements computed only from constants, with no float
     initializer of >= 2 elements among its ancestors, and read by a non-constant node is
-    a parameter in its own right (CONCEPTS.md, "Setting"): it becomes an initializer.
+    a parameter in its own right (docs/concepts.md, "Setting"): it becomes an initializer.
     Subgraphs that transform a real weight (W -> Transpose -> MatMul) are left alone, so
     the weight keeps its initializer name.
     """
@@ -285,9 +285,9 @@ def _with_logits(model: Any, *, keep_weights: bool = True) -> onnx.ModelProto:
 def _loss_nodes() -> list[onnx.NodeProto]:
     """Per-sample cross-entropy and argmax over LOGITS (opset >= 13 forms)."""
     return [
-        helper.make_node("LogSoftmax", [LOGITS], ["auditor_logp"], axis=1),
+        helper.make_node("LogSoftmax", [LOGITS], [LOG_PROBABILITIES], axis=1),
         helper.make_node("Unsqueeze", [LABELS, "auditor_axis1"], ["auditor_labels2"]),
-        helper.make_node("GatherElements", ["auditor_logp", "auditor_labels2"], ["auditor_picked"], axis=1),
+        helper.make_node("GatherElements", [LOG_PROBABILITIES, "auditor_labels2"], ["auditor_picked"], axis=1),
         helper.make_node("Neg", ["auditor_picked"], ["auditor_nll"]),
         helper.make_node("Squeeze", ["auditor_nll", "auditor_axis1"], [LOSS]),
         helper.make_node("ArgMax", [LOGITS], [PREDICTION], axis=1, keepdims=0, select_last_index=0),
@@ -297,7 +297,10 @@ def _loss_nodes() -> list[onnx.NodeProto]:
 def evaluation_graph(model: Any, *, keep_weights: bool = True, with_loss: bool = True) -> onnx.ModelProto:
     """Logits -> per-sample loss (LOSS) and prediction (PREDICTION), given LABELS.
 
-    With ``with_loss=False`` the only output is LOGITS. With ``keep_weights=False`` the
+    The log-probabilities the loss is computed from are a third output
+    (LOG_PROBABILITIES), fetched only when asked for (the soft confusion of the
+    unperturbed pass); leaving an output unbound costs no computation. With
+    ``with_loss=False`` the only output is LOGITS. With ``keep_weights=False`` the
     parameter initializers are left out (a session gets them separately).
     """
     m = _with_logits(model, keep_weights=keep_weights)
@@ -309,7 +312,8 @@ def evaluation_graph(model: Any, *, keep_weights: bool = True, with_loss: bool =
     g.input.append(helper.make_tensor_value_info(LABELS, TensorProto.INT64, [None]))
     del g.output[:]
     g.output.extend([helper.make_tensor_value_info(LOSS, TensorProto.FLOAT, None),
-                     helper.make_tensor_value_info(PREDICTION, TensorProto.INT64, None)])
+                     helper.make_tensor_value_info(PREDICTION, TensorProto.INT64, None),
+                     helper.make_tensor_value_info(LOG_PROBABILITIES, TensorProto.FLOAT, None)])
     _cast_float_head(m, model)
     return m
 
@@ -337,7 +341,7 @@ def coefficient_input(j: int) -> str:
 
 
 def perturbation_graph(model: Any, n_directions: int) -> onnx.ModelProto:
-    """The evaluation graph at ``θ* + Σ_j coef_j · dir_j`` (CONCEPTS.md, "Cross-class test").
+    """The evaluation graph at ``θ* + Σ_j coef_j · dir_j`` (docs/concepts.md, "Cross-class test").
 
     θ* stays an initializer; each parameter ``p`` gets inputs ``direction_input(j, p)``
     and the graph inputs ``coefficient_input(j)`` are scalars.
@@ -422,25 +426,24 @@ def gradient_graph(model: Any, batch: int, sample_shapes: Mapping[str, Sequence[
                 d.dim_value = int(size)
     _check_training_mode(m)
     m = _infer(m)
-    split_grouped_convs(m, set(names))
+    apply_rewrites(m, set(names))
     m = _infer(m)
     _check_differentiable(m, names, REVERSE)
-    from .conv_gradient import faster_conv_weight_gradients
+    from .reverse_graph import finish_reverse_graph
+    from .reverse_rules import faster_reverse_rules
 
     try:
-        with faster_conv_weight_gradients():
+        with faster_reverse_rules(one_seed=True):
             reverse = onnx_ad.reverse(m, inputs=names, outputs=[TOTAL_LOSS], layout="onnx")
     except onnx_ad.UnsupportedOperator as err:
         raise UnsupportedNodeError(f"onnx-ad cannot differentiate this model: {err}; the auditor "
                                    "needs every op between the weights and the logits to be "
                                    "differentiable") from err
-    try:
-        simplify_transposes(onnx.shape_inference.infer_shapes(reverse, data_prop=True))
-    except Exception:  # shapes unknown: the graph stays as onnx-ad made it
-        return reverse
-    inferred = onnx.shape_inference.infer_shapes(reverse, data_prop=True)
-    simplify_transposes(inferred)
-    return inferred
+    m = finish_reverse_graph(reverse, model, seed=f"adj_{TOTAL_LOSS}")
+    # onnx-ad also emits the adjoints of constants no output reads (a transformer's scalar
+    # divisors, mask fills): ONNX Runtime would still run them, ~20% of a BERT's gradient pass
+    _prune(m, [o.name for o in m.graph.output])
+    return m
 
 
 def _infer(m: onnx.ModelProto) -> onnx.ModelProto:
@@ -461,155 +464,78 @@ def _check_training_mode(m: onnx.ModelProto) -> None:
 
 
 def check_gradient_support(model: Any) -> None:
-    """Fail early, before any work, when a node between θ and the logits has no reverse rule."""
+    """Fail early, before any work, when a node between θ and the logits cannot be differentiated.
+
+    The graph checked is the canonical one after the rewrites that need no static shapes
+    (:mod:`auditor.rewrites`), so an op the gradient graph rewrites is not refused here.
+    """
     from onnx_ad.rules import REVERSE
 
     _check_training_mode(model.proto)
-    _check_differentiable(model.proto, model.parameter_names, REVERSE)
+    m = _copy(model.proto)
+    try:
+        m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:  # shapes help some rewrites; without them those leave their nodes alone
+        pass
+    apply_rewrites(m, set(model.parameter_names), static_shapes=False)
+    _check_differentiable(m, model.parameter_names, REVERSE)
+
+
+def gradient_support(model: Any) -> tuple[list[RewriteRecord], str | None]:
+    """What ``auditor inspect`` says about differentiating ``model``.
+
+    Returns the rewrites its gradient graph needs (:func:`auditor.rewrites.needed_rewrites`,
+    on a copy with the batch fixed) and, when the graph cannot be differentiated, the one-line
+    reason an audit would give (None when it can).
+    """
+    rewrites = needed_rewrites(model.proto, set(model.parameter_names), batch=model.fixed_batch or 1)
+    try:
+        check_gradient_support(model)
+    except UnsupportedNodeError as err:
+        return rewrites, str(err)
+    return rewrites, None
+
+
+def _differentiable(node: onnx.NodeProto, rules: dict[str, Any], opset: int) -> bool:
+    """Whether onnx-ad differentiates ``node``: a reverse rule, a lowering, or a spec function body."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in rules:
+        return True
+    from onnx_ad.lower import LOWERINGS
+
+    if node.op_type in LOWERINGS:
+        return True
+    try:
+        schema = onnx.defs.get_schema(node.op_type, max_inclusive_version=opset)
+    except Exception:  # not an op of this opset
+        return False
+    bodies = [*schema.function_opset_versions, *schema.context_dependent_function_opset_versions]  # type: ignore[attr-defined]
+    return any(v <= opset for v in bodies)
 
 
 def _check_differentiable(m: onnx.ModelProto, params: Sequence[str], rules: dict[str, Any]) -> None:
-    """Name every node on a path from θ to the loss that onnx-ad has no rule for."""
+    """Name every node on a path from θ to the loss that onnx-ad cannot differentiate."""
     depends = set(params)
     bad = []
+    opset = opset_of(m)
     for node in m.graph.node:
         if any(i in depends for i in node.input):
-            if node.domain not in ("", "ai.onnx") or node.op_type not in rules:
+            if not _differentiable(node, rules, opset):
                 bad.append(node)
             depends.update(node.output)
     if bad:
         first = bad[0]
         more = f" (and {len(bad) - 1} more: {sorted({n.op_type for n in bad[1:]})})" if len(bad) > 1 else ""
         domain = f"{first.domain}." if first.domain else ""
+        named = f"node {first.name or first.output[0]!r} ({domain}{first.op_type})"
+        advice = unsupported_advice(first)
+        if advice is not None:
+            raise UnsupportedNodeError(f"{named} {advice}{more}")
         raise UnsupportedNodeError(
-            f"node {first.name or first.output[0]!r} ({domain}{first.op_type}) cannot be differentiated"
-            f"{more}; the auditor needs weight gradients through every node between the weights and "
-            "the logits. Export the model with standard ONNX ops, or exclude the weights that feed "
-            "it (--exclude)")
-
-
-def split_grouped_convs(m: onnx.ModelProto, params: set[str]) -> int:
-    """Rewrite every grouped Conv whose weight is a parameter so onnx-ad can differentiate it.
-
-    Depthwise convolutions (one input channel per group, 2-D, static shapes) become
-    shifted slices times weight columns (:func:`_depthwise_nodes`); other grouped ones
-    become Split -> Conv per group -> Concat.
-
-    onnx-ad refuses weight gradients of grouped Conv (ENGINEERING.md). The split is along
-    the input channels (axis 1) for the data and along the output channels (axis 0) for
-    the weight and bias, the same decomposition as onnx's reference ``op_conv.py``. Needs
-    static shapes on the Conv input only for the channel count, read from the weight.
-    Returns the number of convolutions rewritten.
-    """
-    g = m.graph
-    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
-              for v in list(g.input) + list(g.value_info)}
-    shapes.update({t.name: list(t.dims) for t in g.initializer})
-    nodes: list[onnx.NodeProto] = []
-    count = 0
-    for node in g.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        groups = int(attrs.get("group", 1))
-        if node.op_type != "Conv" or groups == 1 or node.input[1] not in params:
-            nodes.append(node)
-            continue
-        count += 1
-        w_shape = shapes.get(node.input[1])
-        if not w_shape:
-            raise UnsupportedNodeError(f"grouped Conv {node.name!r} has a weight of unknown shape")
-        c_out, c_in_group = int(w_shape[0]), int(w_shape[1])
-        depthwise = _depthwise_nodes(g, node, attrs, w_shape, shapes, f"auditor_dw{count}")
-        if depthwise is not None:
-            nodes.extend(depthwise)
-            continue
-        out_group = c_out // groups
-        stem = f"auditor_g{count}"
-        in_sizes = f"{stem}/in_sizes"
-        out_sizes = f"{stem}/out_sizes"
-        g.initializer.append(numpy_helper.from_array(np.full(groups, c_in_group, np.int64), in_sizes))
-        g.initializer.append(numpy_helper.from_array(np.full(groups, out_group, np.int64), out_sizes))
-        xs = [f"{stem}/x{k}" for k in range(groups)]
-        ws = [f"{stem}/w{k}" for k in range(groups)]
-        nodes.append(helper.make_node("Split", [node.input[0], in_sizes], xs, axis=1))
-        nodes.append(helper.make_node("Split", [node.input[1], out_sizes], ws, axis=0))
-        bs: list[str] = []
-        if len(node.input) > 2 and node.input[2]:
-            bs = [f"{stem}/b{k}" for k in range(groups)]
-            nodes.append(helper.make_node("Split", [node.input[2], out_sizes], bs, axis=0))
-        conv_attrs = {k: v for k, v in attrs.items() if k != "group"}
-        ys = []
-        for k in range(groups):
-            y = f"{stem}/y{k}"
-            ins = [xs[k], ws[k]] + ([bs[k]] if bs else [])
-            nodes.append(helper.make_node("Conv", ins, [y], name=f"{node.name}/group{k}", **conv_attrs))
-            ys.append(y)
-        nodes.append(helper.make_node("Concat", ys, [node.output[0]], axis=1))
-    del g.node[:]
-    g.node.extend(nodes)
-    return count
-
-
-def _depthwise_nodes(g: onnx.GraphProto, node: onnx.NodeProto, attrs: dict[str, Any], w_shape: Sequence[int],
-                     shapes: dict[str, list[int]], stem: str) -> list[onnx.NodeProto] | None:
-    """A depthwise Conv (one input channel per group) as kh·kw shifted slices times weight columns.
-
-    ``y[:, o] = Σ_(p,q) Xpad[:, o // m, p·d + s·i, q·d + s·j] · W[o, 0, p, q] (+ b[o])`` with
-    channel multiplier m: a handful of Slice/Mul/Add nodes however many channels there are,
-    where a split per group would emit one Conv per channel (thousands in a MobileNet).
-    Returns None (use the per-group split) unless the Conv is 2-D with static shapes.
-    """
-    x_shape, y_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
-    if (int(w_shape[1]) != 1 or len(w_shape) != 4 or not x_shape or not y_shape or len(x_shape) != 4
-            or 0 in x_shape or 0 in y_shape or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
-        return None
-    groups = int(attrs["group"])
-    c_in, c_out, kh, kw = int(x_shape[1]), int(w_shape[0]), int(w_shape[2]), int(w_shape[3])
-    if groups != c_in or c_out % c_in:
-        return None
-    mult = c_out // c_in
-    sh, sw = (list(attrs.get("strides", [1, 1])) + [1, 1])[:2]
-    dh, dw = (list(attrs.get("dilations", [1, 1])) + [1, 1])[:2]
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    ho, wo = int(y_shape[2]), int(y_shape[3])
-    out: list[onnx.NodeProto] = []
-
-    def const(name: str, values: Sequence[int]) -> str:
-        g.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), f"{stem}/{name}"))
-        return f"{stem}/{name}"
-
-    x = node.input[0]
-    if any(pads):
-        out.append(helper.make_node("Pad", [x, const("pads", [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])],
-                                    [f"{stem}/xpad"], mode="constant"))
-        x = f"{stem}/xpad"
-    if mult > 1:  # input channel o // m feeds output channel o
-        out.append(helper.make_node("Gather", [x, const("channels", np.arange(c_out) // mult)], [f"{stem}/xrep"],
-                                    axis=1))
-        x = f"{stem}/xrep"
-    w = node.input[1]
-    terms = []
-    for p in range(kh):
-        for q in range(kw):
-            k = p * kw + q
-            piece = f"{stem}/x{k}"
-            out.append(helper.make_node(
-                "Slice", [x, const(f"s{k}", [p * dh, q * dw]), const(f"e{k}", [p * dh + (ho - 1) * sh + 1,
-                                                                               q * dw + (wo - 1) * sw + 1]),
-                          const("axes", [2, 3]) if k == 0 else f"{stem}/axes", const("steps", [sh, sw]) if k == 0
-                          else f"{stem}/steps"], [piece]))
-            column = f"{stem}/w{k}"
-            out.append(helper.make_node("Slice", [w, const(f"ws{k}", [p, q]), const(f"we{k}", [p + 1, q + 1]),
-                                                  const("waxes", [2, 3]) if k == 0 else f"{stem}/waxes"],
-                                        [column + "_raw"]))
-            out.append(helper.make_node("Reshape", [column + "_raw", const("wshape", [1, c_out, 1, 1]) if k == 0
-                                                    else f"{stem}/wshape"], [column]))
-            out.append(helper.make_node("Mul", [piece, column], [f"{stem}/t{k}"]))
-            terms.append(f"{stem}/t{k}")
-    if len(node.input) > 2 and node.input[2]:
-        out.append(helper.make_node("Reshape", [node.input[2], f"{stem}/wshape"], [f"{stem}/bias"]))
-        terms.append(f"{stem}/bias")
-    out.append(helper.make_node("Sum", terms, [node.output[0]], name=f"{node.name}/depthwise"))
-    return out
+            f"{named} cannot be differentiated{more}; the auditor needs weight gradients through every node "
+            "between the weights and the logits. Export the model with standard ONNX ops, or exclude the "
+            "weights that feed it (--exclude)")
 
 
 def simplify_transposes(m: onnx.ModelProto) -> int:

@@ -1,11 +1,11 @@
 """Loss landscapes around θ*: flatness per class and 2-D interference models of pairs.
 
-See CONCEPTS.md, "Flatness per class" and "Interference model of a pair (2-D)".
+See docs/concepts.md, "Flatness per class" and "Interference model of a pair (2-D)".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from .cct import CrossClassTestResult
 from .errors import OptionError
-from .gradients import ClassGradients, EgoDirections, unflatten
+from .gradients import ClassGradients, Directions, unflatten
 from .progress import Progress
 from .runtime import Evaluator, StepStats
 
@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from .model import Model
 from .serialization import array_from_json, json_array
 
-__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "lattice_sizes",
-           "refine_points", "plane_evaluations", "pair_subset", "parallel", "BASES"]
+__all__ = ["Flatness", "flatness", "InterferenceModel", "interference_model", "evaluate_points", "GridRows",
+           "lattice_sizes", "refine_points", "plane_evaluations", "pair_subset", "parallel", "local_rows",
+           "plane_evaluator", "BASES"]
 
 BASES = ("orthonormal", "gradients")
 PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
@@ -31,7 +32,7 @@ PARALLEL = 1e-6  # |cos(d_a, d_b)| > 1 - PARALLEL: no second axis
 
 @dataclass(frozen=True, eq=False)
 class Flatness:
-    """Flatness of each ego class's curve (CONCEPTS.md, "Flatness per class").
+    """Flatness of each ego class's curve (docs/concepts.md, "Flatness per class").
 
     Attributes
     ----------
@@ -89,7 +90,7 @@ def flatness(cct: CrossClassTestResult) -> Flatness:
 
 @dataclass(frozen=True, eq=False)
 class InterferenceModel:
-    """The 2-D interference model of a pair (CONCEPTS.md, "Interference model of a pair").
+    """The 2-D interference model of a pair (docs/concepts.md, "Interference model of a pair").
 
     Attributes
     ----------
@@ -174,8 +175,8 @@ class InterferenceModel:
     def from_dict(cls, d: Mapping[str, Any]) -> InterferenceModel:
         arrays = {n: array_from_json(d[n]) for n in cls._ARRAYS}
         return cls(a=int(d["a"]), b=int(d["b"]), basis=d["basis"], radius=float(d["radius"]),
-                   conflict_angle=float(d["conflict_angle"]), minimum_a=tuple(d["minimum_a"]),  # type: ignore[arg-type]
-                   minimum_b=tuple(d["minimum_b"]),  # type: ignore[arg-type]
+                   conflict_angle=float(d["conflict_angle"]), minimum_a=_index(d["minimum_a"]),
+                   minimum_b=_index(d["minimum_b"]),
                    minimum_separation=float(d["minimum_separation"]), resolution=float(d["resolution"]),
                    one_dimensional=bool(d["one_dimensional"]), note=d.get("note", ""),
                    n_samples=int(d.get("n_samples", 0)), lattice=int(d.get("lattice", len(arrays["s"]))),
@@ -188,6 +189,12 @@ class InterferenceModel:
         rows = slice(None, None, step)
         cols = rows if len(self.t) > 1 else slice(None)
         return self.s[rows], self.t[cols], {n: getattr(self, n)[rows, cols] for n in self._ARRAYS[2:]}
+
+
+def _index(value: Sequence[int]) -> tuple[int, int]:
+    """A grid index ``(i, j)`` read from JSON."""
+    i, j = value
+    return int(i), int(j)
 
 
 def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 0) -> np.ndarray:
@@ -207,8 +214,7 @@ def _pair_subset(y: np.ndarray, a: int, b: int, total_samples: int, seed: int = 
 def evaluate_points(evaluator: Evaluator, points: Sequence[Sequence[float]]) -> list[StepStats]:
     """Evaluate the data at ``θ* + Σ_j p_j · dir_j`` for each point ``p`` (the evaluator's directions), in order.
 
-    One row of a 2-D grid is one call: the unit of work a distributed run hands out. The
-    refinement near the minima calls it with the few points of one search step.
+    One row of a 2-D grid is one call: the unit of work a distributed run hands out.
     """
     return [evaluator.evaluate(list(p)) for p in points]
 
@@ -315,7 +321,7 @@ def _refine(plane: _Plane, name: str, stride: int, quota: int,
         spent += len(points)
 
 
-def parallel(directions: EgoDirections, a: int, b: int) -> bool:
+def parallel(directions: Directions, a: int, b: int) -> bool:
     """d_b is (anti)parallel to d_a: the orthonormal basis has no second axis (a 1-D model)."""
     da, db = directions.vector(a).astype(np.float64), directions.vector(b).astype(np.float64)
     return bool(abs(float(da @ db / (np.linalg.norm(da) * np.linalg.norm(db)))) > 1 - PARALLEL)
@@ -329,7 +335,7 @@ def pair_subset(y: np.ndarray, a: int, b: int, total_samples: int) -> tuple[np.n
 
 @dataclass(frozen=True)
 class _Axes:
-    directions: list[dict[str, np.ndarray]]
+    flat: list[np.ndarray]
     radius: float
     s: np.ndarray
     one_dimensional: bool
@@ -337,9 +343,9 @@ class _Axes:
     conflict_angle: float
 
 
-def _axes(a: int, b: int, directions: EgoDirections | None, gradients: ClassGradients, basis: str, grid: int,
+def _axes(a: int, b: int, directions: Directions | None, gradients: ClassGradients, basis: str, grid: int,
           alpha_max: float | None, learning_rate: float) -> _Axes:
-    """The plane's axes (as parameter arrays), its radius and the grid coordinates."""
+    """The plane's axes (flat float32 vectors over θ), its radius and the grid coordinates."""
     ga, gb = gradients.vector(a).astype(np.float64), gradients.vector(b).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos_g = float(ga @ gb / (np.linalg.norm(ga) * np.linalg.norm(gb)))
@@ -352,7 +358,7 @@ def _axes(a: int, b: int, directions: EgoDirections | None, gradients: ClassGrad
         na, nb = np.linalg.norm(da), np.linalg.norm(db)
         u = da / na
         amax = float(alpha_max if alpha_max is not None else directions.alpha_max[directions.classes.index(a)])
-        r = amax * max(na, nb)
+        r = float(amax * max(na, nb))
         axis0, axis1 = u, None
         if parallel(directions, a, b):
             one_d, note = True, "d_b is (anti)parallel to d_a: no second axis, so the model is 1-D along u"
@@ -362,17 +368,47 @@ def _axes(a: int, b: int, directions: EgoDirections | None, gradients: ClassGrad
     else:
         axis0, axis1 = -ga, -gb  # θ* - s g_a - t g_b
         r = 10 * learning_rate
-    names, shapes = gradients.names, gradients.shapes
-    dirs = [unflatten(names, shapes, axis.astype(np.float32)) for axis in (axis0, axis1) if axis is not None]
-    return _Axes(dirs, float(r), np.linspace(-r, r, grid), one_d, note, angle)
+    flat = [axis.astype(np.float32) for axis in (axis0, axis1) if axis is not None]
+    return _Axes(flat, float(r), np.linspace(-r, r, grid), one_d, note, angle)
 
 
-def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: EgoDirections | None = None,
+#: ``rows(subset, axes, points)`` evaluates a pair's grid: ``subset`` the sample indices,
+#: ``axes`` the flat float32 axes (1 or 2), ``points[i]`` the coordinates of row ``i``; it
+#: yields ``(i, stats of row i's points)`` in any order (see :func:`local_rows`).
+GridRows = Callable[[np.ndarray, Sequence[np.ndarray], Sequence[Sequence[tuple[float, ...]]]],
+                    Iterable[tuple[int, Sequence[StepStats]]]]
+
+
+def plane_evaluator(model: Model, data: Dataset, subset: np.ndarray, axes: Sequence[np.ndarray], *,
+                    provider: str = "auto", batch_size: int = 256, strategy: str = "auto") -> Evaluator:
+    """An evaluator of ``data.subset(subset)`` at ``θ* + Σ_j p_j · axes[j]`` (axes flat over θ)."""
+    shapes = tuple(p.shape for p in model.parameters)
+    evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
+                          n_directions=len(axes), strategy=strategy)
+    evaluator.set_directions([unflatten(model.parameter_names, shapes, axis) for axis in axes])
+    return evaluator
+
+
+def local_rows(model: Model, data: Dataset, *, provider: str = "auto", batch_size: int = 256,
+               strategy: str = "auto") -> GridRows:
+    """:data:`GridRows` in this process: one evaluator per grid, rows in order."""
+
+    def rows(subset: np.ndarray, axes: Sequence[np.ndarray],
+             points: Sequence[Sequence[tuple[float, ...]]]) -> Iterator[tuple[int, Sequence[StepStats]]]:
+        evaluator = plane_evaluator(model, data, subset, axes, provider=provider, batch_size=batch_size,
+                                    strategy=strategy)
+        for i, row in enumerate(points):
+            yield i, evaluate_points(evaluator, row)
+
+    return rows
+
+
+def interference_model(model: Model, data: Dataset, a: int, b: int, *, directions: Directions | None = None,
                        gradients: ClassGradients | None = None, basis: str = "orthonormal",
                        grid: int = 25, lattice: int | None = None, alpha_max: float | None = None,
                        learning_rate: float = 0.01, total_samples: int = 2000, provider: str = "auto",
-                       batch_size: int = 256, strategy: str = "auto", evaluator: Evaluator | None = None,
-                       progress: bool | None = None) -> InterferenceModel:
+                       batch_size: int = 256, strategy: str = "auto", progress: bool | None = None,
+                       rows: GridRows | None = None) -> InterferenceModel:
     """Evaluate the 2-D interference model of classes ``a`` and ``b``.
 
     Parameters
@@ -381,7 +417,7 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     data : Dataset
         Checked audit data.
     a, b : int
-    directions : EgoDirections
+    directions : EgoDirections or EgoDirectionStream
         Needed for the orthonormal basis (both classes must have a direction).
     gradients : ClassGradients
         For the conflict angle, and the axes of the ``"gradients"`` basis.
@@ -389,19 +425,18 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     grid : int, default=25
         Points per axis (the paper's figures: 9 for the gradients basis).
     lattice : int, optional
-        Evaluate only a lattice of this many points per axis over the whole plane (one of
-        :func:`lattice_sizes`), then refine near each class's minimum down to one grid
-        cell (:func:`refine_points` points per class, on D_a ∪ D_b only). Default: every
-        grid point.
+        Evaluate only every ``(grid - 1) / (lattice - 1)``-th point over the whole plane, then
+        search near each class's lattice minimum down to one grid cell, on D_a ∪ D_b only
+        (see Notes). One of :func:`lattice_sizes`; default: ``grid`` (every point).
     alpha_max : float, optional
         r = α_max · max(||d_a||, ||d_b||); default: the directions' α_max.
     learning_rate : float, default=0.01
         η of the gradients basis: s, t over [-10η, 10η].
     total_samples : int, default=2000
         Size of the stratified subsample for the total loss.
-    evaluator : Evaluator, optional
-        An evaluator over ``data`` whose sessions and measured strategy costs are reused
-        (one per audit instead of one per pair).
+    rows : GridRows, optional
+        Who evaluates the grid rows (default: :func:`local_rows`, in this process); the
+        audit pipeline hands them to its executor.
 
     Returns
     -------
@@ -428,28 +463,27 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
     s, t = ax.s, (np.zeros(1) if ax.one_dimensional else ax.s.copy())
     y = np.asarray(data.y)
     subset, pair = pair_subset(y, a, b, total_samples)
-    parent = evaluator if evaluator is not None else Evaluator(model, data, provider=provider,
-                                                               batch_size=batch_size, strategy=strategy)
+    if rows is None:
+        rows = local_rows(model, data, provider=provider, batch_size=batch_size, strategy=strategy)
     plane = _Plane(len(s), len(t), a, b, np.bincount(y, minlength=model.n_classes) / len(y))
     stride = (grid - 1) // (lattice - 1)
     n_lattice, n_refined = plane_evaluations(grid, lattice, ax.one_dimensional)
-    on_pair: list[Evaluator] = []
+
+    def coords(p: tuple[int, int]) -> tuple[float, ...]:
+        return (float(s[p[0]]),) if ax.one_dimensional else (float(s[p[0]]), float(t[p[1]]))
+
     with Progress(n_lattice + n_refined, f"interference model {a}-{b}", enabled=progress) as bar:
-        whole = parent.restricted(subset, n_directions=len(ax.directions))
-        whole.set_directions(ax.directions)
         cols = list(range(0, len(t), stride))
-        for i in range(0, len(s), stride):
-            row = [(i, j) for j in cols]
-            plane.store(row, evaluate_points(whole, [_coords(s, t, p, ax.one_dimensional) for p in row]), True)
-            bar.advance(len(row))
+        lattice_rows = [[(i, j) for j in cols] for i in range(0, len(s), stride)]
+        for r, stats in rows(subset, ax.flat, [[coords(p) for p in row] for row in lattice_rows]):
+            plane.store(lattice_rows[r], stats, True)
+            bar.advance(len(stats))
 
         def refine_at(points: list[tuple[int, int]]) -> None:
-            if not on_pair:  # after the lattice: its first evaluation measured the strategy costs
-                on_pair.append(parent.restricted(pair, n_directions=len(ax.directions)))
-                on_pair[0].set_directions(ax.directions)
-            plane.store(points, evaluate_points(on_pair[0], [_coords(s, t, p, ax.one_dimensional) for p in points]),
-                        False)
-            bar.advance(len(points))
+            if points:
+                for _, stats in rows(pair, ax.flat, [[coords(p) for p in points]]):
+                    plane.store(points, stats, False)
+                    bar.advance(len(stats))
 
         quota = refine_points(grid, lattice, ax.one_dimensional)
         if quota:
@@ -461,9 +495,4 @@ def interference_model(model: Model, data: Dataset, a: int, b: int, *, direction
         a=a, b=b, basis=basis, s=s, t=t, **plane.values, radius=ax.radius, conflict_angle=ax.conflict_angle,
         minimum_a=min_a, minimum_b=min_b, minimum_separation=separation, resolution=2.0 / (grid - 1),
         one_dimensional=ax.one_dimensional, note=ax.note, n_samples=len(subset), lattice=lattice,
-        refined=quota, refine_samples=len(pair) if quota else 0,
-        evaluations=whole.n_evaluations + sum(e.n_evaluations for e in on_pair))
-
-
-def _coords(s: np.ndarray, t: np.ndarray, point: tuple[int, int], one_dimensional: bool) -> tuple[float, ...]:
-    return (float(s[point[0]]),) if one_dimensional else (float(s[point[0]]), float(t[point[1]]))
+        refined=quota, refine_samples=len(pair) if quota else 0, evaluations=int(plane.evaluated.sum()))

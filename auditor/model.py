@@ -1,6 +1,6 @@
 """Load an exported ONNX classifier: find its data input, its logits and its parameters θ.
 
-See CONCEPTS.md, "Setting", for the rules implemented here. Everything the later stages
+See docs/concepts.md, "Setting", for the rules implemented here. Everything the later stages
 need to know about a model is decided once, in :func:`load_model`, and held by a frozen
 :class:`Model`. The model's graph is brought into one canonical form on the way in (see
 :func:`auditor.graph.canonicalize`): Constant-node and constant-subgraph weights become
@@ -24,20 +24,18 @@ from onnx import numpy_helper
 
 from .errors import ModelError
 from .graph import FLOAT_TYPES, canonicalize, opset_of
+from .inputs import INPUT_ROLES, ModelInput, data_inputs, declared_dims, input_layout, primary_input, probe_feeds
+from .twin import float_twin
 
 __all__ = ["Model", "ModelInput", "Parameter", "load_model", "probe_feeds", "LOGITS_KINDS", "INPUT_ROLES"]
 
-#: How the logits are read from the model (CONCEPTS.md, "Setting").
+#: How the logits are read from the model (docs/concepts.md, "Setting").
 LOGITS_KINDS = ("logits", "softmax_input", "probabilities", "sigmoid")
-#: What a data input holds. "features": float (or integer) samples such as images, feature
-#: vectors or embeddings; the others are the inputs of text models.
-INPUT_ROLES = ("features", "token_ids", "attention_mask", "token_type_ids", "position_ids")
-#: Length used for a dynamic non-batch axis when the model is run on made-up inputs at load time.
-PROBE_LENGTH = 8
-
 # Operand positions that hold fixed statistics or configuration, never parameters.
 _NON_PARAMETER_INPUTS: dict[str, set[int]] = {
     "BatchNormalization": {3, 4},  # running mean / var: fixed statistics
+    "QuantizeLinear": {1, 2},  # activation scale and zero point of a kept Q/DQ pair
+    "DequantizeLinear": {1, 2},
     "Resize": {1, 2, 3},
     "Upsample": {1},
     "Pad": {1, 2, 3},
@@ -51,38 +49,6 @@ _NON_PARAMETER_INPUTS: dict[str, set[int]] = {
 }
 # Ops a logits tensor can pass through unchanged on its way to an output.
 _TRANSPARENT = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """One data input of the model (every graph input that is not a weight).
-
-    Attributes
-    ----------
-    name : str
-    shape : tuple of (int or None)
-        Declared shape, batch axis first; ``None`` for a dynamic dimension (a dynamic
-        sequence axis of a text model, say).
-    dtype : numpy.dtype
-    role : {"features", "token_ids", "attention_mask", "token_type_ids", "position_ids"}
-        What the input holds, from its name and how the graph uses it. Data fill the
-        inputs by name, or by role for arrays named as Hugging Face tokenizers name them
-        (``input_ids``, ``attention_mask``, ``token_type_ids``, ``position_ids``).
-    """
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: np.dtype
-    role: str
-
-    @property
-    def sample_shape(self) -> tuple[int | None, ...]:
-        """The shape without the batch axis."""
-        return self.shape[1:]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": str(self.dtype), "role": self.role,
-                "shape": [d if d is not None else "N" if i == 0 else "?" for i, d in enumerate(self.shape)]}
 
 
 @dataclass(frozen=True)
@@ -102,7 +68,7 @@ class Parameter:
     consumer_op : str
         Op type of that node.
     output_axis : int
-        Axis holding one output filter / unit, for filter normalisation (CONCEPTS.md,
+        Axis holding one output filter / unit, for filter normalisation (docs/concepts.md,
         "Class ego direction").
     one_dimensional : bool
         True when the tensor has at most one non-singleton dimension (biases, norm
@@ -172,6 +138,20 @@ class Model:
         Tensors left out of θ on request.
     sha256 : str
         Hash of the model file.
+    notes : tuple of str
+        What loading changed (for the report's method section).
+    precision : str
+        What the export was: "float32", or "float16", "float16-io32", "int8-qdq",
+        "int8-weight-only", "int8-qoperator", "int8-dynamic" (see :mod:`auditor.twin`).
+    deployed : onnx.ModelProto or None
+        The graph as exported, when ``proto`` is its float32 twin: base metrics come from it.
+    twin : mapping
+        :meth:`auditor.twin.Twin.to_dict` of the twin (empty for float32 exports).
+    deployed_input_types : mapping of str to str
+        Element type of each input of the deployed graph (it may take float16).
+    session_config : mapping of str to str
+        ONNX Runtime session config entries every session of the twin needs (a QDQ twin
+        must run op by op; see :mod:`auditor.twin`).
     """
 
     path: str
@@ -196,6 +176,11 @@ class Model:
     excluded: tuple[str, ...] = ()
     sha256: str = ""
     notes: tuple[str, ...] = field(default=())
+    precision: str = "float32"
+    deployed: onnx.ModelProto | None = None
+    twin: Mapping[str, Any] = field(default_factory=dict)
+    deployed_input_types: Mapping[str, str] = field(default_factory=dict)
+    session_config: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def parameter_names(self) -> list[str]:
@@ -240,6 +225,8 @@ class Model:
             "excluded": list(self.excluded),
             "op_types": dict(sorted(self.op_types.items())),
             "notes": list(self.notes),
+            "precision": self.precision,
+            "twin": dict(self.twin),
         }
 
 
@@ -291,12 +278,15 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
     original_ir = proto.ir_version
     op_types = Counter(n.op_type for n in proto.graph.node)
     producer = " ".join(x for x in (proto.producer_name, proto.producer_version) if x) or "unknown"
+    twin = float_twin(proto)  # fp16 and int8 exports: a float32 graph computing the same function
+    deployed = proto if twin.changed else None
+    proto = twin.proto
 
     output_name, logits_name, logits_kind = _find_logits(proto, path)
 
     canonical, notes, sources = canonicalize(proto, logits_name=logits_name)
-    inputs = _data_inputs(canonical, path)
-    primary = _primary(inputs)
+    inputs = data_inputs(canonical, path)
+    primary = primary_input(inputs)
     input_name, input_shape, input_dtype = primary.name, primary.shape, primary.dtype
     if logits_kind == "probabilities" and not _looks_like_probabilities(canonical, inputs, output_name):
         logits_kind = "logits"
@@ -309,14 +299,17 @@ def load_model(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> 
         raise ModelError(f"'{path}': output '{output_name}' gives {n_classes} class; a classifier "
                          "needs K >= 2 classes ([N, K] logits or probabilities, or one sigmoid)")
     fixed = input_shape[0] if input_shape and isinstance(input_shape[0], int) else None
+    notes = [*twin.notes, *notes]
     return Model(
         path=str(path), proto=canonical, inputs=inputs, input_name=input_name, input_shape=input_shape,
-        input_dtype=input_dtype, layout=_layout(primary), output_name=output_name,
+        input_dtype=input_dtype, layout=input_layout(primary), output_name=output_name,
         logits_name=logits_name, logits_kind=logits_kind, n_classes=n_classes,
         parameters=parameters, fixed_batch=fixed, opset=opset_of(canonical),
         ir_version=canonical.ir_version, original_opset=original_opset,
         original_ir_version=original_ir, producer=producer, op_types=dict(op_types),
-        excluded=tuple(exclude), sha256=hashlib.sha256(raw).hexdigest(), notes=tuple(notes))
+        excluded=tuple(exclude), sha256=hashlib.sha256(raw).hexdigest(), notes=tuple(notes),
+        precision=twin.kind, deployed=deployed, twin=twin.to_dict() if twin.changed else {},
+        deployed_input_types=dict(twin.input_types), session_config=dict(twin.session_config))
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
@@ -333,104 +326,8 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
                          "keep them next to the model file") from err
 
 
-def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
-    t = value.type.tensor_type
-    if not t.HasField("shape"):
-        return ()
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                 for d in t.shape.dim)
-
-
-_INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
-                  onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
-                  onnx.TensorProto.BOOL}
-# Name fragments that tell an integer input's role (Hugging Face and exporter conventions).
-_ROLE_NAMES = (("attention_mask", ("mask",)), ("token_type_ids", ("token_type", "segment")),
-               ("position_ids", ("position",)), ("token_ids", ("input_ids", "ids", "token")))
-
-
-def _data_inputs(proto: onnx.ModelProto, path: Path) -> tuple[ModelInput, ...]:
-    """Every graph input that is not a weight, with its role."""
-    inits = {t.name for t in proto.graph.initializer}
-    values = [v for v in proto.graph.input if v.name not in inits]
-    if not values:
-        raise ModelError(f"'{path}' has no data input; the auditor needs a model that takes samples")
-    gather_indices = {n.input[1] for n in proto.graph.node if n.op_type == "Gather" and len(n.input) > 1}
-    out = []
-    for v in values:
-        elem = v.type.tensor_type.elem_type
-        if elem not in FLOAT_TYPES and elem not in _INTEGER_TYPES:
-            kind = onnx.TensorProto.DataType.Name(elem) if elem else "not a tensor"
-            raise ModelError(f"'{path}': input '{v.name}' is {kind}; the auditor feeds numeric tensors only "
-                             "(export the model with numeric inputs, e.g. token ids rather than strings)")
-        shape = _dims(v)
-        if not shape:
-            raise ModelError(f"'{path}': input '{v.name}' has no declared shape; export with a "
-                             "declared input shape (batch axis may be dynamic)")
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
-        out.append(ModelInput(v.name, shape, dtype, _role(v.name, dtype, v.name in gather_indices)))
-    return tuple(out)
-
-
-def _role(name: str, dtype: np.dtype, gathers: bool) -> str:
-    if dtype.kind == "f":
-        return "features"
-    lower = name.lower()
-    for role, fragments in _ROLE_NAMES:
-        if any(f in lower for f in fragments):
-            return role
-    return "token_ids" if gathers else "features"
-
-
-def _primary(inputs: Sequence[ModelInput]) -> ModelInput:
-    """The input that carries the samples: the first float input, else the token ids."""
-    for wanted in ("f", None):
-        for i in inputs:
-            if (wanted is None and i.role == "token_ids") or (wanted == "f" and i.dtype.kind == "f"):
-                return i
-    return inputs[0]
-
-
-def probe_feeds(inputs: Sequence[ModelInput], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Made-up inputs to run a model once at load time (shape discovery, output checks).
-
-    Float inputs get standard-normal values, token ids and token types zeros (valid in any
-    vocabulary), attention masks ones and position ids ``0..T-1``; a dynamic non-batch axis
-    gets :data:`PROBE_LENGTH`.
-    """
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for i in inputs:
-        shape = (batch, *[d if d is not None else PROBE_LENGTH for d in i.sample_shape])
-        if i.dtype.kind == "f":
-            value = rng.standard_normal(shape)
-        elif i.role == "attention_mask":
-            value = np.ones(shape)
-        elif i.role == "position_ids" and len(shape) >= 2:
-            value = np.broadcast_to(np.arange(shape[-1]), shape)
-        else:
-            value = np.zeros(shape)
-        feeds[i.name] = np.ascontiguousarray(value.astype(i.dtype))
-    return feeds
-
-
-def _layout(primary: ModelInput) -> str:
-    shape = primary.shape
-    if primary.role != "features":
-        return "tokens"
-    if len(shape) == 2:
-        return "features"
-    if len(shape) == 4:
-        if shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
-            return "NCHW"
-        if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
-            return "NHWC"
-        return "NCHW" if shape[1] in (1, 3) else "other"
-    return "other"
-
-
 def _find_logits(proto: onnx.ModelProto, path: Path) -> tuple[str, str, str]:
-    """Pick the float output and trace back to the logits (CONCEPTS.md, "Setting")."""
+    """Pick the float output and trace back to the logits (docs/concepts.md, "Setting")."""
     producers = {o: n for n in proto.graph.node for o in n.output}
     floats = [v for v in proto.graph.output if v.type.tensor_type.elem_type in FLOAT_TYPES]
     if not floats:
@@ -439,14 +336,14 @@ def _find_logits(proto: onnx.ModelProto, path: Path) -> tuple[str, str, str]:
                          "[N, K] logits or probabilities")
 
     def shape_ok(v: onnx.ValueInfoProto) -> bool:
-        dims = _dims(v)
+        dims = declared_dims(v)
         if not dims:
             return True  # undeclared; checked later by running shape inference
         return len(dims) == 2 or (len(dims) == 4 and dims[2:] == (1, 1))
 
     candidates = [v for v in floats if shape_ok(v)]
     if not candidates:
-        shapes = ", ".join(f"{v.name} {list(_dims(v))}" for v in floats)
+        shapes = ", ".join(f"{v.name} {list(declared_dims(v))}" for v in floats)
         raise ModelError(f"'{path}': no output is shaped [N, K] (float outputs: {shapes}); the "
                          "auditor needs class logits or probabilities, [N, K] or [N, K, 1, 1]")
     # Prefer an output that is (or leads back to) logits over a probability output.
@@ -461,9 +358,9 @@ def _find_logits(proto: onnx.ModelProto, path: Path) -> tuple[str, str, str]:
     node = producers.get(name)
     if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
         return out.name, node.input[0], "softmax_input"
-    if node is not None and node.op_type == "Sigmoid" and _dims(out)[1:2] == (1,):
+    if node is not None and node.op_type == "Sigmoid" and declared_dims(out)[1:2] == (1,):
         return out.name, node.input[0], "sigmoid"
-    dims = _dims(out)
+    dims = declared_dims(out)
     if node is not None and node.op_type == "Sigmoid" and (not dims or dims[1] is None):
         return out.name, node.input[0], "sigmoid"
     # Probabilities with no Softmax upstream are told apart from logits by running the
@@ -492,7 +389,7 @@ def _looks_like_probabilities(proto: onnx.ModelProto, inputs: Sequence[ModelInpu
 
 def _parameters(proto: onnx.ModelProto, logits_name: str, exclude: Sequence[str],
                 sources: Mapping[str, str]) -> tuple[Parameter, ...]:
-    """θ by the operational rule of CONCEPTS.md, on the canonical graph."""
+    """θ by the operational rule of docs/concepts.md, on the canonical graph."""
     graph = proto.graph
     producers = {o: n for n in graph.node for o in n.output}
     # Tensors the logits depend on.
@@ -541,7 +438,7 @@ def _parameters(proto: onnx.ModelProto, logits_name: str, exclude: Sequence[str]
 
 
 def _output_axis(node: onnx.NodeProto, index: int, rank: int) -> int:
-    """The axis of one output filter/unit (CONCEPTS.md, "Class ego direction")."""
+    """The axis of one output filter/unit (docs/concepts.md, "Class ego direction")."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "Conv" and index == 1:
         return 0
@@ -564,7 +461,7 @@ def _n_classes(proto: onnx.ModelProto, logits_name: str, kind: str, inputs: Sequ
         inferred = proto
     for v in list(inferred.graph.value_info) + list(inferred.graph.output):
         if v.name == logits_name:
-            dims = _dims(v)
+            dims = declared_dims(v)
             if len(dims) >= 2 and dims[1] is not None:
                 return 2 if kind == "sigmoid" and dims[1] == 1 else int(dims[1])
     from .runtime import run_once

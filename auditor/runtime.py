@@ -12,7 +12,7 @@ Two ways to evaluate the model at perturbed weights ``θ* + Σ_j c_j d_j``
   rebuilt and the weights never leave the device.
 - ``"rebuild"``: one new session per step with the perturbed weights as initializers.
   On CPU this can be faster, since ONNX Runtime pre-packs constant weights
-  (ENGINEERING.md). The session is made from the serialised graph without weights plus
+  (measured in benchmarks/RESULTS.md). The session is made from the serialised graph without weights plus
   the serialised new initializers (protobuf merges concatenated messages), so no model
   copy is made per step. Weights are real initializers, not ``add_initializer``
   overrides, which ONNX Runtime may silently ignore for Conv weights.
@@ -52,6 +52,7 @@ __all__ = [
     "make_session",
     "run_once",
     "predict_logits",
+    "deployed_logits",
     "Evaluator",
     "StepStats",
     "StrategyCosts",
@@ -136,10 +137,16 @@ def resolve_provider(provider: str = "auto") -> str:
 
 
 def make_session(model: onnx.ModelProto | bytes, device: str, *, threads: int = 0,
-                 optimize: bool = True) -> ort.InferenceSession:
-    """A session on ``device`` ("cuda" or "cpu"); logs only errors."""
+                 optimize: bool = True, config: Mapping[str, str] | None = None) -> ort.InferenceSession:
+    """A session on ``device`` ("cuda" or "cpu"); logs only errors.
+
+    ``config`` holds session config entries (:attr:`auditor.model.Model.session_config`:
+    a quantised model's twin must keep its Q/DQ nodes op by op).
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     if threads:
         options.intra_op_num_threads = threads
     if not optimize:
@@ -229,12 +236,12 @@ def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.nd
 
     Notes
     -----
-    Logits as CONCEPTS.md, "Setting" reads them: the input of a final Softmax, the
+    Logits as docs/concepts.md, "Setting" reads them: the input of a final Softmax, the
     flattened output, ``log max(p, 1e-12)`` of probabilities, ``[0, z]`` for a sigmoid.
     A model with a batch fixed in the graph is run that many samples at a time.
     """
     device = resolve_provider(provider)
-    session = make_session(G.evaluation_graph(model, with_loss=False), device)
+    session = make_session(G.evaluation_graph(model, with_loss=False), device, config=model.session_config)
     bs = _batch_size(model, batch_size)
     features = _features(model, data)
     n = len(next(iter(features.values())))
@@ -246,6 +253,44 @@ def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.nd
             out[s:e] = z[: e - s]
             bar.advance()
     return out
+
+
+def deployed_logits(model: Model, data: Dataset, *, batch_size: int = 256, provider: str = "auto") -> np.ndarray:
+    """Logits ``[N, K]`` of the graph as exported, for a model audited through its float32 twin.
+
+    The deployed graph (:attr:`auditor.model.Model.deployed`: float16 or quantised) runs as
+    is, with its own input types; its logits tensor is read as :func:`predict_logits`
+    reads the twin's and returned in float64.
+
+    Raises
+    ------
+    ModelError
+        The model has no deployed graph (it was float32), or ONNX Runtime cannot run it.
+    """
+    if model.deployed is None:
+        raise ModelError(f"'{model.path}' is a float32 model: it has no separate deployed graph")
+    m = onnx.ModelProto()
+    m.CopyFrom(model.deployed)
+    m.ir_version = min(m.ir_version, G.MAX_IR_VERSION)
+    del m.graph.output[:]
+    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(model.logits_name))
+    session = make_session(m, resolve_provider(provider))
+    types = {i.name: i.type for i in session.get_inputs()}
+    features = _features(model, data)
+    n = len(next(iter(features.values())))
+    bs = _batch_size(model, batch_size)
+    chunks = []
+    for s, e in _batches(n, bs):
+        feeds = {name: _pad(a[s:e], bs) if model.fixed_batch else a[s:e] for name, a in features.items()}
+        feeds = {name: v.astype(np.float16) if types.get(name) == "tensor(float16)" else v for name, v in feeds.items()}
+        z = np.asarray(session.run([model.logits_name], feeds)[0], dtype=np.float64)
+        chunks.append(z.reshape(z.shape[0], -1)[: e - s])
+    z = np.concatenate(chunks)
+    if model.logits_kind == "probabilities":
+        return np.log(np.maximum(z, 1e-12))
+    if model.logits_kind == "sigmoid":
+        return np.concatenate([np.zeros_like(z), z], axis=1)
+    return z
 
 
 @dataclass(frozen=True)
@@ -260,11 +305,34 @@ class StepStats:
         Samples per true class.
     confusion : ndarray of shape (K, K), int64
         ``confusion[c, k]``: samples of class c predicted as k.
+    predictions : ndarray of shape (N,), int64, or None
+        Each sample's predicted class, when asked for (``evaluate(..., keep_predictions=True)``).
+    soft_confusion : ndarray of shape (K, K), float64, or None
+        ``soft_confusion[c, k] = Σ_{i∈D_c} p_k(x_i)``, the softmax probabilities summed by
+        true class (rows sum to the class counts); only when the pass was asked for it.
     """
 
     loss_sum: np.ndarray
     count: np.ndarray
     confusion: np.ndarray
+    predictions: np.ndarray | None = None
+    soft_confusion: np.ndarray | None = None
+
+    @classmethod
+    def from_logits(cls, logits: np.ndarray, y: np.ndarray, n_classes: int) -> StepStats:
+        """The same sums from logits ``[N, K]`` (float64 cross-entropy; argmax ties to the lowest index),
+        with the predictions and the softmax sums."""
+        z = np.asarray(logits, dtype=np.float64)
+        top = z.max(axis=1, keepdims=True)
+        logp = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
+        loss = -logp[np.arange(len(y)), y]
+        pred = z.argmax(axis=1)
+        k = n_classes
+        confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+        soft = np.zeros((k, k))
+        np.add.at(soft, y, np.exp(logp))
+        return cls(loss_sum=np.bincount(y, weights=loss, minlength=k), count=confusion.sum(axis=1),
+                   confusion=confusion.astype(np.int64), predictions=pred.astype(np.int64), soft_confusion=soft)
 
     @property
     def loss(self) -> np.ndarray:
@@ -298,7 +366,8 @@ class _Sessions:
 
     def inputs_session(self, n_directions: int) -> ort.InferenceSession:
         if n_directions not in self.inputs:
-            self.inputs[n_directions] = make_session(G.perturbation_graph(self.model, n_directions), self.device)
+            self.inputs[n_directions] = make_session(G.perturbation_graph(self.model, n_directions), self.device,
+                                                     config=self.model.session_config)
         return self.inputs[n_directions]
 
     def rebuild_session(self, weights: Mapping[str, np.ndarray]) -> tuple[ort.InferenceSession, list[ort.OrtValue]]:
@@ -314,6 +383,8 @@ class _Sessions:
         values = [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names]
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        for key, value in (self.model.session_config or {}).items():
+            options.add_session_config_entry(key, value)
         options.add_external_initializers(names, values)
         providers = [_CUDA, _CPU] if self.device == "cuda" else [_CPU]
         return ort.InferenceSession(self.shell, options, providers=providers), values
@@ -456,8 +527,18 @@ class Evaluator:
             binding.bind_ortvalue_input(G.coefficient_input(j), _to_device(np.array(c, dtype=np.float32), "cpu"))
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None) -> StepStats:
-        """One pass over the data (or its first ``limit`` batches) at the given coefficients."""
+    def evaluate(self, coefs: Sequence[float] | None = None, *, limit: int | None = None,
+                 keep_predictions: bool = False, soft: bool = False) -> StepStats:
+        """One pass over the data (or its first ``limit`` batches) at the given coefficients.
+
+        With ``keep_predictions`` the result also holds every sample's predicted class. With
+        ``soft=True`` the pass also sums the softmax probabilities by true class
+        (:attr:`StepStats.soft_confusion`). They come from the log-probabilities the loss
+        is computed from (an extra output of the same graph), so this costs no extra pass,
+        only their copy to the host and one sum per batch (see
+        ``benchmarks/bench_soft_confusion.py``); the audit asks for both on the unperturbed
+        pass only.
+        """
         coefs = list(coefs) if coefs is not None else [0.0] * self.n_directions
         if len(coefs) != self.n_directions:
             raise OptionError(f"expected {self.n_directions} coefficients, got {len(coefs)}")
@@ -468,7 +549,7 @@ class Evaluator:
             self._coefficients(binding, coefs)
         else:
             session, binding = self._rebuilt(coefs)
-        stats = self._run(session, binding, limit)
+        stats = self._run(session, binding, limit, keep_predictions=keep_predictions, soft=soft)
         self.n_evaluations += 1
         self.samples_evaluated += int(stats.count.sum())
         if self._counted:
@@ -477,24 +558,38 @@ class Evaluator:
         return stats
 
     def _run(self, session: ort.InferenceSession, binding: ort.IOBinding, limit: int | None,
-             options: ort.RunOptions | None = None) -> StepStats:
+             options: ort.RunOptions | None = None, *, keep_predictions: bool = False,
+             soft: bool = False) -> StepStats:
         k = self.n_classes
         loss_sum = np.zeros(k, dtype=np.float64)
         confusion = np.zeros(k * k, dtype=np.int64)
+        kept: list[np.ndarray] = []
+        soft_sum = np.zeros(k * k, dtype=np.float64) if soft else None
+        columns = np.arange(k)
+        names = [G.LOSS, G.PREDICTION] + ([G.LOG_PROBABILITIES] if soft else [])
         spans = self.spans if limit is None else self.spans[:limit]
         for b, (s, e) in enumerate(spans):
             for name, value in self._feeds[b].items():
                 binding.bind_ortvalue_input(name, value)
-            for name in (G.LOSS, G.PREDICTION):  # unallocated: the last batch may be shorter
+            binding.clear_binding_outputs()  # the binding is reused: a soft pass bound one more
+            for name in names:  # unallocated: the last batch may be shorter
                 binding.bind_output(name, "cpu")
             session.run_with_iobinding(binding, options)
-            loss, pred = binding.copy_outputs_to_cpu()
+            outputs = binding.copy_outputs_to_cpu()
+            loss, pred = outputs[0], outputs[1]
             n = e - s
             y = self.y[s:e]
             loss_sum += np.bincount(y, weights=loss[:n].astype(np.float64), minlength=k)
             confusion += np.bincount(y * k + pred[:n], minlength=k * k)
-        confusion = confusion.reshape(k, k)
-        return StepStats(loss_sum=loss_sum, count=confusion.sum(axis=1), confusion=confusion)
+            if keep_predictions:
+                kept.append(pred[:n].astype(np.int64))
+            if soft_sum is not None:
+                p = np.exp(outputs[2][:n].astype(np.float64))
+                soft_sum += np.bincount((y[:, None] * k + columns).ravel(), weights=p.ravel(), minlength=k * k)
+        square = confusion.reshape(k, k)
+        return StepStats(loss_sum=loss_sum, count=square.sum(axis=1), confusion=square,
+                         predictions=np.concatenate(kept) if keep_predictions else None,
+                         soft_confusion=None if soft_sum is None else soft_sum.reshape(k, k))
 
     def _timed_run(self, session: ort.InferenceSession, binding: ort.IOBinding, limit: int,
                    deadline: float) -> float | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "write_json", "to_jsonable", "json_array", "array_from_json"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "to_jsonable", "json_array", "array_from_json"]
 
 
 @contextlib.contextmanager
@@ -24,7 +24,7 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results and reports are meant to be shared
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+        with (os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -40,6 +40,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     p = Path(path)
     with _atomic(p, "w") as fh:
         fh.write(text)
+    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
+    p = Path(path)
+    with _atomic(p, "wb") as fh:
+        fh.write(data)
     return p
 
 

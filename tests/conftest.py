@@ -134,3 +134,38 @@ def spec_model(shape: tuple[Any, ...], dtype: Any = np.float32, k: int = 3, *,
         path = Path(d) / "spec.onnx"
         onnx.save(m, path)
         return auditor.load_model(path)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`auditor demo`, run once per session: ``out`` (its directory) and ``output`` (stdout)."""
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return {"out": out, "output": result.output}
+
+
+def r_from_results(d: dict[str, Any]) -> np.ndarray:
+    """The pair score R written out from a results.json dict's CCT losses (an independent reference)."""
+    cct = d["cct"]
+    loss = np.array([[[np.nan if v is None else v for v in row] for row in m] for m in cct["loss"]], dtype=np.float64)
+    alphas, counts = np.asarray(cct["alphas"]), np.asarray(cct["counts"])
+    scale = np.asarray(cct["step_scale"])
+    base = loss[0, :, cct["zero_index"]]
+    l_mean = np.nansum(counts * base) / counts[counts > 0].sum()
+    k = len(counts)
+    delta = {}
+    for i, c in enumerate(cct["ego_classes"]):
+        steps = scale[i] * alphas
+        first = int(np.flatnonzero(steps > 0)[np.argmin(steps[steps > 0])])
+        delta[c] = loss[i, :, first] - base
+    r = np.full((k, k), np.nan)
+    for a in range(k):
+        for b in range(k):
+            if a != b and a in delta and b in delta:
+                r[a, b] = (delta[a][b] + delta[b][a]) / l_mean
+    return r

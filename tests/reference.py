@@ -1,7 +1,7 @@
 """Independent float64 references for the tests. Does not import ``auditor``.
 
 ONNX Runtime has no float64 Conv on CPU, so a float64 copy of the model runs through
-``onnx.reference.ReferenceEvaluator`` (ENGINEERING.md). Class losses follow CONCEPTS.md:
+``onnx.reference.ReferenceEvaluator``. Class losses follow docs/concepts.md:
 mean cross-entropy over the samples of each class, logits as "Setting" defines them.
 
 Three of onnx 1.23's reference operators are replaced (the class name selects the op it replaces):

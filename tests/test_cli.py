@@ -39,9 +39,11 @@ def test_audit_writes_results_equal_to_an_independent_computation(mlp_files: dic
 
     result = _invoke(*_audit_args(mlp_files, "--gate", "worst_class_accuracy=0:0", "--gate", "max_interference=1e9:1e9"))
     assert result.exit_code == 0, result.output
-    assert "top interfering pairs" in result.output and "gate: PASS" in result.output
+    assert "why: top pairs by pair score R" in result.output and "gate: PASS" in result.output
+    assert "where the errors are: top pairs by pair confusion P" in result.output
     data = json.loads((mlp_files["out"] / "results.json").read_text())
     w, x, y, k = mlp_files["weights"], mlp_files["x"], mlp_files["y"], 4
+    assert data["schema_version"] == "2.1" and data["errors"]["soft_confusion"] is not None
     assert data["class_names"] == ["cat", "dog", "fox", "owl"]
     np.testing.assert_allclose(data["per_class"]["loss"], nref.class_losses(w, x, y, k), rtol=1e-5)
     np.testing.assert_allclose(data["per_class"]["accuracy"], nref.class_accuracies(w, x, y, k))

@@ -425,3 +425,44 @@ def test_checkpoint_series_round_trip_and_directory_input(tmp_path: Path) -> Non
     np.testing.assert_array_equal(again.steps, [1, 2, 10])
     with pytest.raises(DataError, match="at least 2"):
         predict_checkpoints([tmp_path / "ckpt_epoch1.onnx"], (x, y))
+
+
+def test_dance_command_reads_text_probe_data_with_the_data_options(tmp_path: Path) -> None:
+    """Two text checkpoints (the bundled text example, and a copy with its classifier weights
+    scaled) predicting a CSV of texts: dance.json's flips are those of the two models' own
+    predictions, computed here with the tokenizer and ONNX Runtime directly."""
+    import json
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from typer.testing import CliRunner
+
+    from auditor.cli import app
+    from auditor.data import load_data
+
+    text = Path(__file__).resolve().parents[1] / "examples" / "text"
+    first = onnx.load(text / "text.onnx")
+    second = onnx.load(text / "text.onnx")
+    biggest = max(second.graph.initializer, key=lambda t: np.prod(t.dims) if len(t.dims) == 2 else 0)
+    biggest.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(biggest), biggest.name))
+    onnx.save(first, tmp_path / "epoch_1.onnx")
+    onnx.save(second, tmp_path / "epoch_2.onnx")
+    options = ["--text-column", "text", "--tokenizer", str(text / "tokenizer.json"), "--max-length", "64"]
+    result = CliRunner().invoke(app, ["dance", "--checkpoints", str(tmp_path / "epoch_*.onnx"), "--data",
+                                      str(text / "test.csv"), "--out", str(tmp_path / "d"), "--max-per-class", "1000",
+                                      *options])
+    assert result.exit_code == 0, result.output
+    data = load_data(text / "test.csv", text_column="text", tokenizer=text / "tokenizer.json", max_length=64)
+    preds = []
+    for name in ("epoch_1.onnx", "epoch_2.onnx"):
+        session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.asarray(data.features[i.name]) for i in session.get_inputs()}
+        preds.append(session.run(None, feeds)[0].argmax(1))
+    changed = int(np.sum(preds[0] != preds[1]))
+    assert changed > 0
+    written = json.loads((tmp_path / "d" / "dance.json").read_text())
+    np.testing.assert_array_equal(written["labels"], data.y)
+    np.testing.assert_array_equal(written["predictions"], preds)
+    np.testing.assert_array_equal(written["flips"], (preds[0] != preds[1]).astype(int))
+    assert written["class_names"] == list(data.class_names)

@@ -286,7 +286,7 @@ def test_check_dataset_attaches_given_class_names() -> None:
 
 def test_check_dataset_float16_overflow() -> None:
     d = Dataset(np.array([[1e6, 0.0]], np.float32), [0])
-    with pytest.raises(DataError, match=r"data x overflows float16 \(largest magnitude 1e\+06\)"):
+    with pytest.raises(DataError, match=r"data x overflows float16, the exported model's input type \(largest magnitude 1e\+06\)"):
         check_dataset(d, spec_model((None, 2), np.float16, k=2))
 
 

@@ -1,5 +1,5 @@
 """Class gradients against PyTorch autograd fixtures and float64 finite differences; ego
-directions against their formulas (CONCEPTS.md, "Class ego direction")."""
+directions against their formulas (docs/concepts.md, "Class ego direction")."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from auditor.cct import CrossClassTestResult
 from auditor.errors import OptionError
 from auditor.gradients import EgoDirections
 from auditor.landscape import flatness, interference_model, lattice_sizes, plane_evaluations, refine_points
-from auditor.runtime import Evaluator
 
 from . import numpy_mlp as ref
 
@@ -140,10 +139,8 @@ def demo() -> dict:
         if (a, b) not in pairs:
             pairs.append((a, b))
     dirs = auditor.ego_directions(model, gradients=grads)
-    shared = Evaluator(model, data)
-    full = {p: interference_model(model, data, *p, directions=dirs, gradients=grads, evaluator=shared) for p in pairs}
-    return {"model": model, "data": data, "grads": grads, "dirs": dirs, "pairs": pairs, "full": full,
-            "evaluator": shared}
+    full = {p: interference_model(model, data, *p, directions=dirs, gradients=grads) for p in pairs}
+    return {"model": model, "data": data, "grads": grads, "dirs": dirs, "pairs": pairs, "full": full}
 
 
 @pytest.mark.parametrize("lattice", [5, 7])
@@ -157,7 +154,7 @@ def test_a_lattice_finds_the_minima_of_the_full_grid_on_the_demo_pairs(demo: dic
     """
     assert len(demo["pairs"]) >= 3
     for a, b in demo["pairs"]:
-        kwargs = {"directions": demo["dirs"], "gradients": demo["grads"], "evaluator": demo["evaluator"]}
+        kwargs = {"directions": demo["dirs"], "gradients": demo["grads"]}
         full = demo["full"][a, b]
         small = interference_model(demo["model"], demo["data"], a, b, lattice=lattice, total_samples=400, **kwargs)
         assert small.evaluations == sum(plane_evaluations(25, lattice)) < full.evaluations / 5

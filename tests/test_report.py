@@ -315,3 +315,59 @@ def test_template_dir_falls_back_to_the_installed_copy(monkeypatch: pytest.Monke
     config = tomllib.loads((root / "pyproject.toml").read_text())
     assert config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"] == {
         "reports/templates": "auditor/_templates"}
+
+
+def _cells(html: str, table_id: str) -> list[list[str]]:
+    table = html[html.index(f'<table id="{table_id}"'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+            for r in rows if "<td" in r]
+
+
+def test_where_and_why_lists_with_q_and_the_agreement(large: AuditResult, large_html: str) -> None:
+    s = section(large_html, "summary")
+    assert "says <strong>where the errors are</strong>" in s and "says <strong>why</strong>" in s
+    names = large.class_names
+    q = large.errors.soft_pairs()
+    assert q is not None
+    where = _cells(s, "pairs-confusion")
+    for (a, b, n), row in zip(large.top_pairs_confusion[:5], where):
+        assert row == [f"{names[a]} / {names[b]}", str(int(n)), fmt_num(float(q[a, b])),
+                       fmt_num(float(large.interference.pair_score[a, b]))]
+    why = _cells(s, "pairs-interference")
+    assert [row[0] for row in why] == [f"{names[a]} / {names[b]}" for a, b, _ in large.top_pairs_interference[:5]]
+    g = large.agreement
+    assert f"precision@{g.k}" in s and f"AUC {g.auc:.2f}" in s and f"is {g.spearman:.2f}" in s
+    assert f"interference explains {g.verdict()} of the confusion" in s
+    e = section(large_html, "errors")
+    assert "<th class=\"n\">Q</th>" in e and "Q is not in this results file" not in e
+
+
+def test_upgraded_schema_1_result_says_q_is_missing(small: AuditResult, small_html: str) -> None:
+    assert small.errors.soft_confusion is None
+    assert "Q is not in this results file" in section(small_html, "errors")
+    assert "schema 1.0" in section(small_html, "summary")
+    assert "<th class=\"n\">Q</th>" not in section(small_html, "summary")
+
+
+def test_ill_conditioned_rows_are_named(large: AuditResult, large_html: str) -> None:
+    ill = [large.class_names[c] for c in np.flatnonzero(large.interference.ill_conditioned)]
+    assert ill == ["species 05"]  # the fixture's class with loss 0.02
+    s = section(large_html, "interference")
+    assert "Ill-conditioned rows (marked † in the heatmaps" in s and "<strong>species 05</strong>" in s
+    assert "Pairs by pair score R" in s and "pair score S" not in s
+    m = section(large_html, "method")
+    assert "Pair score R" in m and "Soft pair confusion Q" in m and "Agreement of R with P" in m
+
+
+def test_agreement_text_without_errors(small: AuditResult) -> None:
+    from dataclasses import replace
+
+    from auditor.agreement import score_agreement
+
+    none = score_agreement(small.interference.pair_score, np.zeros((5, 5)))
+    text = sections.agreement_text(replace(small, agreement=none))
+    assert text["verdict"] == "undefined" and "makes no errors on the audit data" in text["text"]
+    undefined = score_agreement(np.full((5, 5), np.nan), np.ones((5, 5)))
+    assert "R is undefined for every pair" in sections.agreement_text(replace(small, agreement=undefined))["text"]

@@ -89,3 +89,47 @@ def test_large_k_report_in_chromium(tmp_path: Path) -> None:
 def test_dance_report_in_chromium(tmp_path: Path) -> None:
     page = render_dance_report(synthetic.dance(k=5), tmp_path / "dance.html")
     check_page(page, tmp_path, ("label-dancing",), "report_dance.png")
+
+
+def test_compare_report_in_chromium(tmp_path: Path) -> None:
+    from auditor.comparison import compare
+    from auditor.demo import demo_paths
+    from auditor.report.compare import COMPARE_SECTIONS, render_compare_report
+
+    paths = demo_paths()
+    result = compare(paths.model, paths.candidate, paths.data)
+    page = render_compare_report(result, tmp_path / "compare.html")
+    check_page(page, tmp_path, COMPARE_SECTIONS, "report_compare.png")
+    # the regressed class (digit 3, starved of training images in the candidate) reaches the DOM with its drop
+    dom = chromium(page, tmp_path, "--dump-dom").stdout
+    regressed = result.regressed_classes()
+    assert len(regressed) >= 1
+    text = re.sub(r"<[^>]+>", " ", dom)
+    for c in regressed:
+        drop = f"{result.classes.accuracy_change[c] * 100:+.1f}".replace("-", "−")
+        assert result.class_names[c] in text and (drop in text or drop.replace("−", "-") in text), (c, drop)
+
+
+def test_demo_report_in_chromium(demo_run: dict, tmp_path: Path) -> None:
+    """The demo's real report: its top pairs by R and the agreement paragraph reach the rendered DOM."""
+    import html as htmllib
+    import json
+
+    from .conftest import r_from_results
+
+    out = demo_run["out"]
+    page = out / "report.html"
+    check_page(page, tmp_path, SECTIONS, "report_demo.png")
+    dom = chromium(page, tmp_path, "--dump-dom").stdout
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    names = data["class_names"]
+    r = r_from_results(data)
+    a, b = np.triu_indices(len(names), 1)
+    top = [f"{names[a[j]]} / {names[b[j]]}" for j in np.argsort(-r[a, b], kind="stable")[:5]]
+    table = dom[dom.index('<table id="pairs-interference"'):]
+    table = table[:table.index("</table>")]
+    cells = [htmllib.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+             for c in re.findall(r"<tr[^>]*>\s*<td>(.*?)</td>", table, flags=re.S)]
+    assert cells == top
+    paragraph = re.search(r'<p id="agreement"[^>]*>(.*?)</p>', dom, flags=re.S)
+    assert paragraph is not None and "On this model interference explains" in paragraph.group(1)

@@ -1,6 +1,6 @@
 """Runtime: providers, perturbation strategies against an independent float64 evaluation.
 
-ENGINEERING.md's trap: a perturbation path that silently runs the original weights. Every
+The trap to avoid: a perturbation path that silently runs the original weights. Every
 strategy is checked to (a) move the losses and (b) equal an independent evaluation, on a
 model with Conv and BatchNormalization weights.
 """
@@ -163,3 +163,30 @@ def test_cuda_matches_cpu() -> None:
     g_gpu = auditor.class_gradients(model, data, provider="cuda")
     g_cpu = auditor.class_gradients(model, data, provider="cpu")
     np.testing.assert_allclose(g_gpu.flat, g_cpu.flat, rtol=1e-3, atol=1e-5 * np.abs(g_cpu.flat).max())
+
+
+@pytest.mark.parametrize("name", ["cnn_bn", "sigmoid_binary", "softmax_head", "sklearn_mlp"])
+@pytest.mark.parametrize("strategy", ["inputs", "rebuild"])
+def test_soft_confusion_equals_summed_reference_probabilities(name: str, strategy: str) -> None:
+    """Q's class sums from the evaluation graph's extra output, against float64 softmax of reference logits."""
+    ref = _reference()
+    z = zoo_entry(name)
+    model = auditor.load_model(z["path"])
+    x, y = z["x"], z["y"]
+    k = model.n_classes
+    rng = np.random.default_rng(1)
+    direction = {p.name: rng.standard_normal(p.shape).astype(np.float32) * 0.05 for p in model.parameters}
+    ev = Evaluator(model, auditor.Dataset(x, y), strategy=strategy, batch_size=7)  # a ragged last batch
+    ev.set_directions([direction])
+    assert ev.evaluate([0.3]).soft_confusion is None  # only when asked for
+    stats = ev.evaluate([0.3], soft=True)
+    weights = model.weights()
+    logits = ref.reference_logits(__import__("onnx").load(z["path"]), x, z["logits"], z["logits_kind"],
+                                  overrides={n: weights[n] + 0.3 * direction[n] for n in direction})
+    expected = np.zeros((k, k))
+    for i in range(len(y)):
+        p = np.exp(logits[i] - logits[i].max())
+        expected[y[i]] += p / p.sum()
+    assert stats.soft_confusion is not None
+    np.testing.assert_allclose(stats.soft_confusion, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats.soft_confusion.sum(axis=1), np.bincount(y, minlength=k), rtol=1e-5)

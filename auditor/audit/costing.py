@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from auditor.budget import AuditCost, Design, Speed, StageCost, choose_design, pair_cost
-from auditor.gradients import EgoDirections
+from auditor.gradients import Directions
 from auditor.landscape import pair_subset, parallel
 
 from .options import AuditOptions
@@ -25,13 +25,13 @@ class PlaneCosts:
     ----------
     y : ndarray of shape (N,)
         Labels of the audit data.
-    directions : EgoDirections
+    directions : EgoDirections or EgoDirectionStream
     options : AuditOptions
     speed : Speed
         The measured speed (one FPE: the CCT's mean pass).
     """
 
-    def __init__(self, y: np.ndarray, directions: EgoDirections, options: AuditOptions, speed: Speed) -> None:
+    def __init__(self, y: np.ndarray, directions: Directions, options: AuditOptions, speed: Speed) -> None:
         self.y, self.directions, self.options, self.speed = y, directions, options, speed
         self._sizes: dict[tuple[tuple[int, int], bool], tuple[int, int]] = {}
 
@@ -53,18 +53,13 @@ class PlaneCosts:
         one_d = self.options.basis == "orthonormal" and parallel(self.directions, *pair)
         return pair_cost(self.speed, *self.sizes(pair, budgeted), grid, lattice, one_d)
 
-    def fixed_fpe(self, pairs: Sequence[tuple[int, int]], budgeted: bool) -> float:
-        return self.speed.plane_session_fpe([n for p in pairs for n in self.sizes(p, budgeted)])
-
     def design(self, by_score: Sequence[tuple[int, int]], by_confusion: Sequence[tuple[int, int]],
                allowance_fpe: float, spent: str) -> Design:
         """What the options give, and the budget's choice for the rest (:func:`auditor.budget.choose_design`)."""
         budgeted = self.options.grid is None
-        pairs = list(dict.fromkeys([*by_score[:6], *by_confusion[:6]]))
         return choose_design(allowance_fpe=allowance_fpe, by_score=by_score, by_confusion=by_confusion,
                              pair_fpe=lambda p, g, m: self.pair(p, g, m, budgeted).fpe, pairs=self.options.pairs,
-                             grid=self.options.grid, budget=self.options.budget,
-                             fixed_fpe=self.fixed_fpe(pairs, budgeted), spent=spent)
+                             grid=self.options.grid, budget=self.options.budget, spent=spent)
 
     def planned(self, design: Design) -> StageCost:
         """The design's planned cost: exact evaluation and sample counts."""
@@ -72,8 +67,7 @@ class PlaneCosts:
         total = StageCost()
         for p in design.pairs:
             total = total + self.pair(p, design.grid, design.lattice, budgeted)
-        fixed = self.fixed_fpe(design.pairs, budgeted) if design.pairs else 0.0
-        return total + StageCost(0, 0, fixed, fixed * self.speed.pass_s)
+        return total
 
 
 def with_actual(cost: AuditCost, actual: Mapping[str, StageCost], seconds_per_fpe: float,

@@ -31,7 +31,7 @@ class AuditOptions:
     classes : tuple of int or None
         Restrict the ego classes.
     pairs : int or None
-        Interference models for the top ``pairs`` pairs by pair score and by confusion.
+        Interference models for the top ``pairs`` pairs by the pair score R and by confusion.
         None (default): as many as the budget allows (see ``budget``).
     candidates : int or None
         With many classes, run the CCT only for the classes of the top ``candidates``

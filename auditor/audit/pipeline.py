@@ -3,7 +3,9 @@
 :func:`run_audit` runs them in order and returns an :class:`~auditor.audit.AuditResult`;
 the gate and a label-dancing analysis are part of it, so a Python caller gets what the
 command line writes. Each stage is a function of the :class:`AuditRun` state, timed by
-:meth:`AuditRun.stage`.
+:meth:`AuditRun.stage`. The stages hand their units of work to an executor (in this
+process by default, or on Ray) and may keep finished units in a checkpoint
+(:mod:`auditor.audit.tasks`): one code path, the same numbers either way.
 """
 
 from __future__ import annotations
@@ -17,30 +19,28 @@ from typing import Any
 
 import numpy as np
 
-from auditor.budget import (
-    GRADIENT_PASSES,
-    AuditCost,
-    Speed,
-    StageCost,
-    fmt_seconds,
-    plan_audit,
-)
-from auditor.cct import CrossClassTestResult, cross_class_test, plan_cct
+from auditor.agreement import ScoreAgreement, score_agreement
+from auditor.budget import GRADIENT_PASSES, AuditCost, Speed, StageCost, fmt_seconds, plan_audit
+from auditor.cct import CrossClassTestResult, plan_cct
 from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
 from auditor.data import Dataset, check_dataset
 from auditor.errors import OptionError
+from auditor.examples import PairExamples, confused_examples
+from auditor.execution import BasePass, Checkpoint, Executor, Payload, SerialExecutor, Task
 from auditor.gate import DEFAULT_CHECKS, Check, evaluate_gate
-from auditor.gradients import ClassGradients, EgoDirections, class_gradients, ego_directions, gradient_sketches
+from auditor.gradients import ClassGradients, EgoDirectionStream
 from auditor.graph import check_gradient_support
 from auditor.interference import InterferenceResult, interference, ranked_pairs
 from auditor.landscape import InterferenceModel, flatness, interference_model
 from auditor.model import Model
-from auditor.runtime import Evaluator, StepStats, resolve_provider, timed
+from auditor.runtime import StepStats, deployed_logits, predict_logits
 
+from . import tasks
 from .costing import PlaneCosts, with_actual
 from .options import LARGE_K_CANDIDATES, MANY_CLASSES, AuditOptions
 from .result import AuditResult, versions
+from .twin_check import TwinCheck, twin_check
 
 __all__ = ["run_audit", "select_candidates", "AuditRun", "SKETCH_DIM", "TOP_PAIRS_LISTED"]
 
@@ -50,6 +50,12 @@ SKETCH_DIM = 2048
 TOP_PAIRS_LISTED = 10
 #: The gradient pass runs at most this many samples per batch.
 MAX_GRADIENT_BATCH = 128
+#: The budget never leaves the 2-D models less than this many seconds of work: on a model
+#: whose pass takes a millisecond the fixed costs (building the gradient graph, sessions)
+#: exceed half the CCT, and saving a fraction of a second is not worth a coarser model.
+MIN_MODELS_SECONDS = 0.25
+#: Confused pairs whose samples are kept for the report (thumbnails or texts).
+EXAMPLE_PAIRS = 5
 
 
 def _quiet(message: str) -> None:
@@ -58,7 +64,7 @@ def _quiet(message: str) -> None:
 
 @dataclass
 class AuditRun:
-    """The state one audit's stages share: checked data, the evaluator, the unperturbed pass.
+    """The state one audit's stages share: checked data, the executor, the unperturbed pass.
 
     Attributes
     ----------
@@ -67,12 +73,29 @@ class AuditRun:
         Checked audit data, and the set the gradients come from (``data`` unless given).
     options : AuditOptions
     device : str
-    evaluator : Evaluator
-        Over ``data``; shared by the CCT and the α_s halvings.
+        The provider every unit of work runs on ("cuda" or "cpu"), fixed by the unperturbed pass.
+    executor : Executor
+        Runs the units of work (its workers hold the evaluators).
     base : StepStats
-        The unperturbed pass over ``data``.
+        The unperturbed pass over ``data``, with the soft confusion (softmax
+        probabilities summed by true class, fetched from the same pass).
     class_names : list of str
+    strategy : str
+        The perturbation strategy every worker uses, fixed by the unperturbed pass.
+    strategy_timings : dict of str to float
+        The ``"auto"`` strategy's probe, when it ran.
+    checkpoint : Checkpoint or None
+        Where finished cells are kept.
     timings : dict of str to float
+    evaluations, samples : int
+        Evaluations of the model made so far (one per StepStats a unit of work returned,
+        read back from a checkpoint or computed) and the samples in them.
+    speed : Speed or None
+        The measured speed: seconds of one pass over the audit data.
+    cost : AuditCost or None
+        The plan (made before the CCT), and the 2-D models' design.
+    actual : dict of str to StageCost
+        Every stage's counted evaluations and seconds.
     """
 
     model: Model
@@ -80,31 +103,46 @@ class AuditRun:
     gradient_data: Dataset
     options: AuditOptions
     device: str
-    evaluator: Evaluator
+    executor: Executor
     base: StepStats
     class_names: list[str]
+    strategy: str = "inputs"
+    strategy_timings: Mapping[str, float] = field(default_factory=dict)
+    checkpoint: Checkpoint | None = None
     progress: bool | None = None
     log: Callable[[str], None] = _quiet
     timings: dict[str, float] = field(default_factory=dict)
+    deployed: StepStats | None = None
+    twin: TwinCheck | None = None
+    evaluations: int = 0
+    samples: int = 0
     speed: Speed | None = None
     cost: AuditCost | None = None
     actual: dict[str, StageCost] = field(default_factory=dict)
 
+    def count(self, stats: Sequence[StepStats]) -> None:
+        """Count evaluations a unit of work made (each StepStats is one pass over some samples)."""
+        self.evaluations += len(stats)
+        self.samples += sum(int(st.count.sum()) for st in stats)
+
+    @property
+    def reported(self) -> StepStats:
+        """The base pass the report leads with: the deployed graph's when the model has a twin."""
+        return self.deployed if self.deployed is not None else self.base
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time a stage into ``timings[f"{name}_s"]`` and count its evaluations into ``actual``."""
-        start = time.perf_counter()
-        evaluations, samples = self.evaluator.tally
+        start, evaluations, samples = time.perf_counter(), self.evaluations, self.samples
         try:
             yield
         finally:
             seconds = time.perf_counter() - start
             self.timings[f"{name}_s"] = seconds
-            after = self.evaluator.tally
-            self.actual[name] = StageCost(after[0] - evaluations, after[1] - samples, 0.0, seconds)
+            self.actual[name] = StageCost(self.evaluations - evaluations, self.samples - samples, 0.0, seconds)
 
     def seconds_per_fpe(self) -> float:
-        """The measured speed: the CCT's mean pass once it ran, the unperturbed pass before."""
+        """The measured speed: the CCT's mean pass once it ran, the unperturbed pass's estimate before."""
         cct = self.actual.get("cct")
         if cct is not None and cct.evaluations:
             return cct.seconds / cct.evaluations
@@ -112,9 +150,14 @@ class AuditRun:
 
 
 def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data: Dataset | None,
-              progress: bool | None, log: Callable[[str], None]) -> AuditRun:
-    """Check the data once, build the evaluator and run the unperturbed pass."""
-    device = resolve_provider(options.provider)
+              progress: bool | None, log: Callable[[str], None], executor: Executor,
+              checkpoint: str | os.PathLike[str] | None = None) -> AuditRun:
+    """Check the data once, open the checkpoint, start the executor's workers and run the unperturbed pass.
+
+    The unperturbed pass settles the provider and, for ``strategy="auto"``, the strategy;
+    every later unit of work gets both, so all workers compute the same way. A resumed
+    checkpoint brings the ones its first run settled on.
+    """
     data = check_dataset(data, model)
     if gradient_data is not None:
         gradient_data = check_dataset(gradient_data, model, name="gradient data")
@@ -122,21 +165,44 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
         data = data.stratified(options.max_per_class)
         gradient_data = None if gradient_data is None else gradient_data.stratified(options.max_per_class)
     grad_set = gradient_data if gradient_data is not None else data
+    provider, strategy, store = options.provider, options.strategy, None
+    if checkpoint is not None:
+        store = Checkpoint(checkpoint)
+        fixed = store.open(tasks.fingerprint(model, data, grad_set, options))
+        provider, strategy = fixed.get("provider", provider), fixed.get("strategy", strategy)
+        if fixed:
+            log(f"resuming from checkpoint {checkpoint}")
     start = time.perf_counter()
-    evaluator = Evaluator(model, data, provider=device, batch_size=options.batch_size, strategy=options.strategy)
-    evaluator.set_directions([{}])
-    base, first = timed(lambda: evaluator.evaluate([0.0]))
-    run = AuditRun(model, data, grad_set, options, device, evaluator, base, _class_names(data, grad_set, model),
-                   progress, log)
-    seconds = time.perf_counter() - start
+    executor.start(Payload(model, data, grad_set, options.batch_size))
+    run_start = time.perf_counter()
+    if executor.name != "serial":
+        log(f"{getattr(executor, 'description', executor.name)}; workers started in {run_start - start:.1f} s")
+    base = executor.call(Task("unperturbed pass", "base", (provider, strategy)))
+    assert isinstance(base, BasePass)
+    if store is not None:
+        store.fix({"provider": base.device, "strategy": base.strategy})
+    run = AuditRun(model, data, grad_set, options, base.device, executor, base.stats,
+                   _class_names(data, grad_set, model), base.strategy, dict(base.timings), store, progress, log)
+    if model.deployed is not None:  # an fp16/int8 export: base metrics are those of the graph as deployed
+        log(f"base metrics of the deployed {model.precision} graph beside its float32 twin")
+        run.twin, run.deployed = twin_check(
+            model.precision, deployed_logits(model, data, batch_size=options.batch_size, provider=base.device),
+            predict_logits(model, data, batch_size=options.batch_size, provider=base.device), data.y,
+            model.n_classes)
+    run.timings["start_workers_s"] = run_start - start
+    seconds = time.perf_counter() - run_start
     run.timings["forward_pass_s"] = seconds
-    probe_s = evaluator.timings.get("probe_s", 0.0)
-    pass_s = first - probe_s  # one pass is ~1 ms on a small model: take the probe's estimate if lower
-    if evaluator.costs is not None:
-        pass_s = min(pass_s, evaluator.costs.estimate(evaluator.strategy, len(data)))
-    run.speed = Speed(len(data), max(pass_s, 1e-9), evaluator.strategy, evaluator.costs)
-    run.actual["forward"] = StageCost(*evaluator.tally, 0.0, seconds)
+    run.count([base.stats])
+    run.actual["forward"] = StageCost(run.evaluations, run.samples, 0.0, seconds)
+    # one pass at the chosen strategy: the probe's estimate when it ran (the first pass also timed the probe)
+    pass_s = run.strategy_timings.get(f"estimated_step_{run.strategy}_s", seconds)
+    run.speed = Speed(len(data), max(float(pass_s), 1e-9), run.strategy, _overhead(run))
     return run
+
+
+def _overhead(run: AuditRun) -> float:
+    """Seconds an evaluation costs whatever its size: a session build per step under "rebuild"."""
+    return float(run.strategy_timings.get("session_creation_s", 0.0)) if run.strategy == "rebuild" else 0.0
 
 
 def _class_names(data: Dataset, other: Dataset, model: Model) -> list[str]:
@@ -165,7 +231,7 @@ def select_candidates(confusion: np.ndarray, conflict: np.ndarray | None,
 @dataclass(frozen=True)
 class _Gradients:
     gradients: ClassGradients
-    directions: EgoDirections
+    directions: EgoDirectionStream
     ego_classes: list[int]
     candidates: dict[str, Any]
     screened_norms: Mapping[int, float]
@@ -175,9 +241,7 @@ def _screen_candidates(run: AuditRun, n_candidates: int) -> tuple[tuple[int, ...
     """Many classes: rank pairs by confusion and by an approximate gradient conflict (count
     sketches, K x SKETCH_DIM floats); the candidates' classes become the ego classes."""
     k = run.model.n_classes
-    classes, sketches, norms = gradient_sketches(run.model, run.gradient_data, dim=SKETCH_DIM,
-                                                 batch_size=min(run.options.batch_size, MAX_GRADIENT_BATCH),
-                                                 provider=run.device, progress=run.progress)
+    classes, sketches, norms = tasks.run_sketches(run, SKETCH_DIM, min(run.options.batch_size, MAX_GRADIENT_BATCH))
     approx = np.full((k, k), np.nan)
     lengths = np.linalg.norm(sketches, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -207,11 +271,9 @@ def gradient_stage(run: AuditRun) -> _Gradients:
             ego, candidates, norms = _screen_candidates(run, n_candidates)
         # With few classes every gradient is kept (C and I1 need them all), even when
         # --classes restricts the ego classes; with many, only the candidates' are.
-        gradients = class_gradients(run.model, run.gradient_data,
-                                    batch_size=min(options.batch_size, MAX_GRADIENT_BATCH), provider=run.device,
-                                    classes=ego if norms else None, progress=run.progress)
-    directions = ego_directions(run.model, gradients=gradients, normalization=options.normalization,
-                                include_1d=options.include_1d)
+        gradients = tasks.run_gradients(run, ego if norms else None, min(options.batch_size, MAX_GRADIENT_BATCH))
+    # One direction at a time, computed when used: a large-K audit never holds them all.
+    directions = EgoDirectionStream(run.model, gradients, options.normalization, options.include_1d)
     ego_classes = [c for c in (ego if ego is not None else directions.classes) if c in directions.classes]
     if not ego_classes:
         raise OptionError("no class has an ego direction (every chosen class is absent or has a zero gradient); "
@@ -220,17 +282,18 @@ def gradient_stage(run: AuditRun) -> _Gradients:
 
 
 def cct_stage(run: AuditRun, g: _Gradients) -> CrossClassTestResult:
-    """The cross-class test over the audit data, on the run's evaluator (the plan is logged first)."""
+    """The cross-class test over the audit data (the plan of the whole audit is logged first)."""
     assert run.speed is not None
     plan = plan_cct(g.directions, run.options.alphas, g.ego_classes)
-    run.cost = plan_audit(run.speed, budget=run.options.budget, probe_s=run.evaluator.timings.get("probe_s", 0.0),
-                          n_gradient_samples=len(run.gradient_data), n_cct_evaluations=plan.n_evaluations)
+    probe_s = float(run.strategy_timings.get("probe_s", 0.0))
+    run.cost = plan_audit(run.speed, budget=run.options.budget, probe_s=probe_s,
+                          n_gradient_samples=len(run.gradient_data),
+                          n_cct_evaluations=plan.n_evaluations - 1)  # its α = 0 column is the unperturbed pass
     run.log(run.cost.describe())
     n_steps = len(plan.alphas) - 1
     run.log(f"cross-class test: {len(g.ego_classes)} ego classes x {n_steps} steps on {len(run.data)} samples")
     with run.stage("cct"):
-        return cross_class_test(run.model, run.data, g.directions, run.options.alphas, ego_classes=g.ego_classes,
-                                evaluator=run.evaluator, progress=run.progress)
+        return tasks.run_cct(run, g.directions, g.ego_classes)
 
 
 @dataclass(frozen=True)
@@ -239,36 +302,47 @@ class _Interference:
     errors: ErrorShare
     top_interference: list[tuple[int, int, float]]
     top_confusion: list[tuple[int, int, float]]
+    agreement: ScoreAgreement
 
 
 def interference_stage(run: AuditRun, g: _Gradients, cct: CrossClassTestResult) -> _Interference:
-    """C, I1, I (halving α_s where needed), the pair score, and where the errors are."""
+    """C, I1, I (halving α_s where needed), the pair score R, where the errors are, and their agreement.
 
-    def evaluate(i: int, alpha: float) -> np.ndarray:
-        run.evaluator.set_directions([g.directions[cct.ego_classes[i]]])
-        return run.evaluator.evaluate([float(alpha * cct.step_scale[i])]).loss
+    "Where the errors are" ranks pairs by P with ties broken by R; "why" ranks them by R.
+    """
 
     with run.stage("interference"):
-        inter = interference(g.gradients, g.directions, cct, evaluate)
-        errors = error_share(run.base.confusion)
+        inter = interference(g.gradients, g.directions, cct, tasks.step_losses(run, g.directions, cct))
+        errors = error_share(run.reported.confusion, tiebreak=inter.pair_score,
+                             soft_confusion=run.reported.soft_confusion)
         listed = max(run.options.pairs or 0, TOP_PAIRS_LISTED)
         top_p = [(a, b, float(n)) for a, b, n in errors.pairs[:listed]]
-        return _Interference(inter, errors, inter.top_pairs(listed), top_p)
+        agreement = score_agreement(inter.pair_score, pair_confusion(run.reported.confusion).astype(np.float64))
+        return _Interference(inter, errors, inter.top_pairs(listed), top_p, agreement)
 
 
 def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[InterferenceModel]:
-    """2-D interference models: the pairs and grid the options give, the budget choosing the rest."""
+    """2-D interference models: the pairs and grid the options give, the budget choosing the rest.
+
+    The pairs come alternately from the rankings by pair score R and by confusion P; what
+    the budget leaves them is ``budget`` × the CCT's evaluations less what the unperturbed
+    pass, the gradients and the interference stage cost (in FPE at the CCT's measured speed).
+    """
     options, names = run.options, run.class_names
     usable = set(g.directions.classes)
     by_score = [(a, b) for a, b, _ in found.top_interference if a in usable and b in usable]
     by_confusion = [(a, b) for a, b, _ in found.top_confusion if a in usable and b in usable]
     step_s = run.seconds_per_fpe()
-    planes = PlaneCosts(run.evaluator.y, g.directions, options,
-                        Speed(len(run.data), step_s, run.evaluator.strategy, run.evaluator.costs))
-    spent = sum(run.actual[k].seconds for k in ("forward", "gradients", "interference")) / step_s
-    design = planes.design(by_score, by_confusion, options.budget * run.actual["cct"].evaluations - spent,
-                           spent=f" after the unperturbed pass, the probe, the gradients and the interference "
-                                 f"matrices with their α_s halvings ({spent:.3g} FPE)")
+    planes = PlaneCosts(np.asarray(run.data.y), g.directions, options,
+                        Speed(len(run.data), step_s, run.strategy, _overhead(run)))
+    spent = sum(run.actual[k].seconds for k in ("forward", "gradients", "interference") if k in run.actual) / step_s
+    allowance, floor = options.budget * run.actual["cct"].evaluations - spent, MIN_MODELS_SECONDS / step_s
+    why = (f" after the unperturbed pass, the gradients and the interference matrices with their α_s halvings "
+           f"({spent:.3g} FPE)")
+    if allowance < floor:
+        why = (f" (raised from {allowance:.3g} FPE{why}: at least {MIN_MODELS_SECONDS:g} s of work, below which "
+               "nothing is worth saving)")
+    design = planes.design(by_score, by_confusion, max(allowance, floor), spent=why)
     planned = planes.planned(design)
     run.log(f"2-D models: {design.reason} (≈ {fmt_seconds(planned.seconds)})")
     models = []
@@ -278,8 +352,9 @@ def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[Int
             models.append(interference_model(
                 run.model, run.data, a, b, directions=g.directions, gradients=g.gradients, basis=options.basis,
                 grid=design.grid, lattice=design.lattice, learning_rate=options.learning_rate,
-                total_samples=planes.lattice_samples((a, b), design.chosen_by == "budget"), evaluator=run.evaluator,
-                progress=run.progress))
+                total_samples=planes.lattice_samples((a, b), design.chosen_by == "budget"), provider=run.device,
+                batch_size=options.batch_size, strategy=run.strategy, progress=run.progress,
+                rows=tasks.grid_rows(run, a, b)))
     if run.cost is not None:
         run.cost = with_actual(run.cost, {}, run.cost.seconds_per_fpe, planned, design)
     return models
@@ -288,7 +363,8 @@ def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[Int
 def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _Interference,
               models: list[InterferenceModel], started: float) -> AuditResult:
     k = run.model.n_classes
-    counts = run.base.count
+    reported = run.reported
+    counts = reported.count
     skipped: dict[int, str] = {}
     for c in range(k):
         if counts[c] == 0:
@@ -306,21 +382,33 @@ def _assemble(run: AuditRun, g: _Gradients, cct: CrossClassTestResult, found: _I
     timings = dict(run.timings)
     timings["total_s"] = time.perf_counter() - started
     timings["cct_samples_per_second"] = cct.samples_per_second
-    timings.update({f"strategy_{key}": v for key, v in run.evaluator.timings.items()})
+    timings.update({f"strategy_{key}": v for key, v in run.strategy_timings.items()})
     return AuditResult(
         model=run.model.summary(), data=run.data.describe(k), gradient_data=run.gradient_data.describe(k),
-        class_names=run.class_names, options=run.options, loss=run.base.loss, accuracy=run.base.accuracy,
+        class_names=run.class_names, options=run.options, loss=reported.loss, accuracy=reported.accuracy,
         counts=counts, gradient_norm=gnorm, alpha_max=amax, skipped=skipped, cct=cct, interference=found.result,
         flatness=flatness(cct), errors=found.errors, top_pairs_interference=found.top_interference,
-        top_pairs_confusion=found.top_confusion, models=models, candidates=g.candidates, provider=run.device,
-        timings=timings, versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        top_pairs_confusion=found.top_confusion, agreement=found.agreement, models=models, candidates=g.candidates,
+        provider=run.device, timings=timings, versions=versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        examples=_examples(run, found), twin=run.twin,
         cost=None if run.cost is None else with_actual(run.cost, run.actual, run.seconds_per_fpe()))
+
+
+def _examples(run: AuditRun, found: _Interference) -> tuple[PairExamples, ...]:
+    """A few misclassified samples of the most confused pairs (thumbnails or texts)."""
+    predictions = run.reported.predictions
+    if predictions is None:
+        return ()
+    pairs = [(a, b) for a, b, _ in found.top_confusion[:EXAMPLE_PAIRS]]
+    return confused_examples(run.data, run.model, predictions, pairs)
 
 
 def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, *,
               gradient_data: Dataset | None = None, gate: Sequence[Check] | None = DEFAULT_CHECKS,
               dance: DanceAnalysis | str | os.PathLike[str] | None = None, progress: bool | None = None,
-              log: Callable[[str], None] | None = None) -> AuditResult:
+              log: Callable[[str], None] | None = None, executor: Executor | None = None,
+              checkpoint: str | os.PathLike[str] | None = None) -> AuditResult:
     """Run every analysis on one model and data set, then the gate.
 
     Parameters
@@ -340,6 +428,14 @@ def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, 
         Progress bars (default: when stderr is a terminal).
     log : callable, optional
         ``log(message)`` for stage messages.
+    executor : Executor, optional
+        Who runs the units of work: :class:`~auditor.execution.SerialExecutor` (default,
+        this process) or :class:`~auditor.execution.RayExecutor` (a Ray cluster). It is
+        started and stopped here. The numbers do not depend on it.
+    checkpoint : path-like, optional
+        A directory where each finished cell is written; a rerun with the same directory
+        reads them back instead of computing them, and refuses a directory made by
+        another audit (:class:`~auditor.errors.CheckpointError`).
 
     Returns
     -------
@@ -360,11 +456,15 @@ def run_audit(model: Model, data: Dataset, options: AuditOptions | None = None, 
     check_gradient_support(model)  # an op without a reverse rule fails here, before any work
     analysis = dance_analysis(dance) if isinstance(dance, (str, os.PathLike)) else dance
     started = time.perf_counter()
-    run = start_run(model, data, options, gradient_data, progress, log or _quiet)
-    g = gradient_stage(run)
-    cct = cct_stage(run, g)
-    found = interference_stage(run, g, cct)
-    models = models_stage(run, g, found)
+    executor = executor if executor is not None else SerialExecutor()
+    try:
+        run = start_run(model, data, options, gradient_data, progress, log or _quiet, executor, checkpoint)
+        g = gradient_stage(run)
+        cct = cct_stage(run, g)
+        found = interference_stage(run, g, cct)
+        models = models_stage(run, g, found)
+    finally:
+        executor.stop()
     result = _assemble(run, g, cct, found, models, started)
     if analysis is not None:
         result = result.with_dance(analysis)

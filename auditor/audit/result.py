@@ -12,25 +12,30 @@ from typing import Any
 
 import numpy as np
 
+from auditor.agreement import ScoreAgreement
 from auditor.budget import AuditCost
 from auditor.cct import CrossClassTestResult
 from auditor.confusion import ErrorShare, pair_confusion
 from auditor.dancing import DanceAnalysis
 from auditor.errors import OptionError, ResultsError
-from auditor.gate import GateResult
+from auditor.examples import PairExamples
+from auditor.gate import DEFAULT_CHECKS, Check, GateResult, evaluate_gate
 from auditor.interference import InterferenceResult
 from auditor.landscape import Flatness, InterferenceModel
 
 from .options import AuditOptions
+from .twin_check import TwinCheck
 
 __all__ = ["AuditResult", "SCHEMA_VERSION", "versions"]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "2.1"
+#: Older major versions :meth:`AuditResult.from_dict` still reads (see :mod:`auditor.audit.upgrade`).
+READABLE_MAJOR_VERSIONS = ("1", "2")
 
 
 @dataclass(frozen=True, eq=False)
 class AuditResult:
-    """Everything one audit measured (CONCEPTS.md names throughout).
+    """Everything one audit measured (docs/concepts.md names throughout).
 
     Attributes
     ----------
@@ -55,7 +60,12 @@ class AuditResult:
     interference : InterferenceResult
     flatness : Flatness
     errors : ErrorShare
-    top_pairs_interference, top_pairs_confusion : list of (int, int, float)
+    top_pairs_interference : list of (int, int, float)
+        Pairs by the pair score R, largest first ("why": with C and the 2-D models).
+    top_pairs_confusion : list of (int, int, float)
+        Pairs by pair confusion P, ties broken by R ("where the errors are").
+    agreement : ScoreAgreement
+        How far R's ranking agrees with P on the audit data (see :mod:`auditor.agreement`).
     models : list of InterferenceModel
     candidates : dict
         How the ego classes were chosen.
@@ -71,7 +81,15 @@ class AuditResult:
         audit's pairs, when a log or checkpoints were given.
     cost : AuditCost or None
         Planned and actual cost of every stage, the budget and the 2-D models' design
-        (see :mod:`auditor.budget`).
+        (see :mod:`auditor.budget`); None in results from before schema 2.1.
+    examples : tuple of PairExamples
+        A few misclassified samples of the most confused pairs (thumbnails or texts).
+    twin : TwinCheck or None
+        For an fp16 or int8 export: its deployed graph's base metrics (which ``loss``,
+        ``accuracy`` and ``errors`` hold) beside those of the float32 twin the gradients
+        and the CCT ran on.
+    notes : tuple of str
+        How this result was read, when not as written (e.g. upgraded from schema 1.0).
     """
 
     model: Mapping[str, Any]
@@ -91,6 +109,7 @@ class AuditResult:
     errors: ErrorShare
     top_pairs_interference: list[tuple[int, int, float]]
     top_pairs_confusion: list[tuple[int, int, float]]
+    agreement: ScoreAgreement
     models: list[InterferenceModel]
     candidates: Mapping[str, Any]
     provider: str
@@ -101,6 +120,9 @@ class AuditResult:
     cost: AuditCost | None = None
     schema_version: str = SCHEMA_VERSION
     created: str = ""
+    examples: tuple[PairExamples, ...] = ()
+    twin: TwinCheck | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -118,7 +140,7 @@ class AuditResult:
         return c, float(self.accuracy[c])
 
     def agreeing_pairs(self, top: int | None = None) -> list[tuple[int, int]]:
-        """Pairs in both top lists (by S and by confusion), each list cut to ``top`` pairs."""
+        """Pairs in both top lists (by R and by confusion), each list cut to ``top`` pairs."""
         a = {(x, y) for x, y, _ in self.top_pairs_interference[:top]}
         return [(x, y) for x, y, _ in self.top_pairs_confusion[:top] if (x, y) in a]
 
@@ -138,7 +160,7 @@ class AuditResult:
     def to_dict(self) -> dict[str, Any]:
         from auditor.serialization import to_jsonable
 
-        return to_jsonable({
+        out: dict[str, Any] = to_jsonable({
             "schema_version": self.schema_version, "created": self.created, "versions": dict(self.versions),
             "provider": self.provider, "timings": dict(self.timings), "model": dict(self.model),
             "data": dict(self.data), "gradient_data": dict(self.gradient_data), "class_names": self.class_names,
@@ -150,11 +172,15 @@ class AuditResult:
             "flatness": self.flatness.to_dict(), "errors": self.errors.to_dict(),
             "top_pairs": {"interference": [list(p) for p in self.top_pairs_interference],
                           "confusion": [list(p) for p in self.top_pairs_confusion]},
+            "agreement": self.agreement.to_dict(), "notes": list(self.notes),
             "interference_models": [m.to_dict() for m in self.models],
             "candidates": dict(self.candidates), "gate": None if self.gate is None else self.gate.to_dict(),
             "dance": None if self.dance is None else self.dance.to_dict(),
             "cost": None if self.cost is None else self.cost.to_dict(),
+            "examples": [e.to_dict() for e in self.examples],
+            "twin": None if self.twin is None else self.twin.to_dict(),
         })
+        return out
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AuditResult:
@@ -179,13 +205,20 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditResult:
+        """Read :meth:`to_dict`; a schema-1.0 dict is upgraded first (:mod:`auditor.audit.upgrade`)."""
         from auditor.serialization import array_from_json
 
+        from .upgrade import upgrade_v1
+
         version = str(d.get("schema_version", ""))
-        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        major = version.split(".")[0]
+        if major not in READABLE_MAJOR_VERSIONS:
             raise ResultsError(f"results schema version {version or 'missing'} is not supported (this auditor "
-                               f"reads {SCHEMA_VERSION}); run `auditor audit` again to regenerate results.json")
+                               f"reads {SCHEMA_VERSION} and 1.0); run `auditor audit` again to regenerate "
+                               "results.json")
         try:
+            if major == "1":
+                d = upgrade_v1(d, SCHEMA_VERSION)
             pc = d["per_class"]
             result = cls(
                 model=_mapping(d, "model"), data=_mapping(d, "data"), gradient_data=_mapping(d, "gradient_data"),
@@ -199,6 +232,7 @@ class AuditResult:
                 flatness=Flatness.from_dict(d["flatness"]), errors=ErrorShare.from_dict(d["errors"]),
                 top_pairs_interference=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["interference"]],
                 top_pairs_confusion=[(int(a), int(b), float(v)) for a, b, v in d["top_pairs"]["confusion"]],
+                agreement=ScoreAgreement.from_dict(d["agreement"]),
                 models=[InterferenceModel.from_dict(m) for m in d["interference_models"]],
                 candidates=_mapping(d, "candidates"), provider=_text(d, "provider"),
                 timings={str(k): float(v) for k, v in _mapping(d, "timings").items()},
@@ -206,12 +240,17 @@ class AuditResult:
                 gate=None if d.get("gate") is None else GateResult.from_dict(d["gate"]),
                 dance=None if d.get("dance") is None else DanceAnalysis.from_dict(d["dance"]),
                 cost=None if d.get("cost") is None else AuditCost.from_dict(d["cost"]),
-                schema_version=version, created=str(d.get("created", "")))
+                schema_version=str(d["schema_version"]), created=str(d.get("created", "")),
+                examples=tuple(PairExamples.from_dict(e) for e in d.get("examples", ())),
+                twin=None if d.get("twin") is None else TwinCheck.from_dict(d["twin"]),
+                notes=tuple(str(n) for n in d.get("notes", [])))
             result.check_shapes()
-            return result
+            if major == "1":
+                result = result._rechecked()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise ResultsError(f"results.json is incomplete or malformed ({type(err).__name__}: {err}); run "
                                "`auditor audit` again to regenerate it") from err
+        return result
 
     def check_shapes(self) -> None:
         """Every array agrees with K, the α grid and the ego classes (ValueError if not)."""
@@ -226,9 +265,24 @@ class AuditResult:
             _expect(getattr(self.cct, name), (n_ego, k, n_alpha), f"cct.{name}")
         classes = [c for p in self.top_pairs_interference + self.top_pairs_confusion for c in p[:2]]
         classes += [c for m in self.models for c in (m.a, m.b)] + list(self.cct.ego_classes)
+        classes += [c for e in self.examples for c in (e.a, e.b)]
+        classes += [c for e in self.examples for s in e.samples for c in (s.true, s.predicted)]
         if any(not 0 <= c < k for c in classes):
             raise ValueError(f"a class id outside 0..{k - 1}")
 
+    def _rechecked(self) -> AuditResult:
+        """An upgraded schema-1 result: the dance compared with R, the gate re-evaluated.
+
+        The stored checks keep their bounds, except ``max_interference``, whose schema-1
+        bounds were meant for S: it gets the default bounds for R.
+        """
+        result = self.with_dance(self.dance) if self.dance is not None else self
+        if self.gate is None:
+            return result
+        default = {c.name: c for c in DEFAULT_CHECKS}
+        checks = [default.get(c.name, Check(c.name, c.warn, c.fail)) if c.name == "max_interference"
+                  else Check(c.name, c.warn, c.fail) for c in self.gate.checks]
+        return result.with_gate(evaluate_gate(result, checks))
 
 def _mapping(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = d[key]

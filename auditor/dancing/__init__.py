@@ -1,6 +1,6 @@
 """Label dancing: how probe predictions switch between classes during training.
 
-See CONCEPTS.md, "Label dancing". Predictions come from a training-time log written by
+See docs/concepts.md, "Label dancing". Predictions come from a training-time log written by
 :class:`LabelDancingRecorder` (:mod:`auditor.dancing.log`; any framework: it takes numpy
 arrays or anything with ``__array__``, ``.numpy()`` or ``.detach()``) or from a series of
 exported checkpoints (:mod:`auditor.dancing.checkpoints`). Both become the same ``[T, n]``

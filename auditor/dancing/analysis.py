@@ -1,6 +1,6 @@
 """The label-dancing analysis: flips, dance rates, dancing pairs, notes, dominance, forgetting.
 
-See CONCEPTS.md, "Label dancing". Every source (a log, a checkpoint series, arrays)
+See docs/concepts.md, "Label dancing". Every source (a log, a checkpoint series, arrays)
 becomes the same ``[T, n]`` prediction matrix and goes through :func:`dance_analysis`.
 """
 
@@ -88,7 +88,7 @@ def _float(v: Any) -> float:
 
 @dataclass(frozen=True, eq=False)
 class DanceAnalysis:
-    """Label dancing of a probe set (CONCEPTS.md, "Label dancing").
+    """Label dancing of a probe set (docs/concepts.md, "Label dancing").
 
     Attributes
     ----------
@@ -127,7 +127,7 @@ class DanceAnalysis:
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". Choices it leaves open: the dominant note breaks ties
+    See docs/concepts.md, "Label dancing". Choices it leaves open: the dominant note breaks ties
     toward the lowest class; a class with no probe samples has NaN dance rate, curve and
     notes, no dominant note and 0 never-forgotten samples; :meth:`dancing_pairs` leaves out
     pairs that never flipped; top-k sets in :meth:`agreement` break ties toward the lower
@@ -172,7 +172,8 @@ class DanceAnalysis:
         Parameters
         ----------
         pair_score : ndarray of shape (K, K), optional
-            The audit's pair score (NaN where undefined); symmetrised with ``fmax(S, Sᵀ)``.
+            The audit's pair score R (NaN where undefined); symmetrised with ``fmax(R, Rᵀ)``, which
+            leaves a symmetric score unchanged.
         pair_confusion : ndarray of shape (K, K), optional
             P of an audit.
         top_k : int, default=10
@@ -188,7 +189,7 @@ class DanceAnalysis:
 
         Notes
         -----
-        See CONCEPTS.md, "Label dancing". Both are taken over the unordered pairs ``a < b``
+        See docs/concepts.md, "Label dancing". Both are taken over the unordered pairs ``a < b``
         where the other matrix is finite. Spearman uses average ranks for ties and is NaN
         with fewer than 2 pairs or a constant ranking. Top-k overlap is
         ``|top_k(dance) ∩ top_k(other)| / k`` with ``k = min(top_k, n_pairs)``; ties in a
@@ -246,7 +247,7 @@ class DanceAnalysis:
 def _analyse(steps: np.ndarray, predictions: np.ndarray, labels: np.ndarray, n_classes: int,
              class_names: Sequence[str] | None, window: tuple[int, int] | None, threshold: float,
              source: str, what: str) -> DanceAnalysis:
-    """The one computation behind every source (see CONCEPTS.md, "Label dancing")."""
+    """The one computation behind every source (see docs/concepts.md, "Label dancing")."""
     t_count, n = predictions.shape
     if t_count < 2:
         raise ResultsError(f"{what} holds {t_count} record{'s' * (t_count != 1)}; label dancing needs at least 2")
@@ -329,7 +330,7 @@ def dance_analysis(source: Any, window: tuple[int, int] | None = None, *, thresh
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". K is the largest of the source's K, ``n_classes``,
+    See docs/concepts.md, "Label dancing". K is the largest of the source's K, ``n_classes``,
     and the largest class id predicted or labelled plus one.
 
     Examples

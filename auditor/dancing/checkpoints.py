@@ -100,7 +100,7 @@ def predict_checkpoints(paths_or_glob: str | Sequence[str | os.PathLike[str]], d
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing": the checkpoints' predictions play the role of the
+    See docs/concepts.md, "Label dancing": the checkpoints' predictions play the role of the
     log's records. ``steps`` are the last number in each file name when every name has
     one and they are all different, else ``0..T-1``.
     """

@@ -65,7 +65,7 @@ def probe_set(labels: Any, max_per_class: int = 100, seed: int = 0) -> np.ndarra
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing" (P). Deterministic: the same labels and seed give the
+    See docs/concepts.md, "Label dancing" (P). Deterministic: the same labels and seed give the
     same indices (numpy's ``default_rng(seed)``, classes in increasing order), the same
     choice as :meth:`auditor.data.Dataset.stratified`.
 
@@ -116,7 +116,7 @@ class LabelDancingRecorder:
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". The recorder keeps only the probe labels in memory;
+    See docs/concepts.md, "Label dancing". The recorder keeps only the probe labels in memory;
     every record goes straight to the file (one JSON line, flushed). ``record`` writes
     whenever it is called: ``every`` only documents the schedule in the header, and
     :meth:`due` is a convenience for loops that want to skip the forward pass. When
@@ -216,7 +216,7 @@ class LabelDancingRecorder:
         self._write({"step": int(step), "epoch": None if epoch is None else int(epoch),
                      "pred": pred.astype(np.int64).tolist()})
         self.n_records += 1
-        return pred
+        return np.asarray(pred)
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is on the schedule (``step % every == 0``)."""

@@ -1,6 +1,6 @@
 """Labelled audit data: load once, check against the model once, then trust.
 
-See CONCEPTS.md, "Setting". :func:`load_data` reads ``.npz`` files (one array per model
+See docs/concepts.md, "Setting". :func:`load_data` reads ``.npz`` files (one array per model
 input, or ``x``), image folders, numeric CSV tables and text (CSV or JSON lines with a
 tokenizer); :func:`check_dataset` checks a :class:`Dataset` against the model's inputs and
 converts it in one pass. Analyses receive checked data and do not check again.

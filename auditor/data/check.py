@@ -1,6 +1,6 @@
 """Check data against a model once, at the boundary; analyses trust what they receive.
 
-See CONCEPTS.md, "Setting".
+See docs/concepts.md, "Setting".
 """
 
 from __future__ import annotations
@@ -210,6 +210,11 @@ def _convert(value: np.ndarray, inp: ModelInput, name: str, model: Model) -> np.
             raise DataError(f"{label} holds {int(finite.size - np.count_nonzero(finite))} non-finite values "
                             f"(NaN or inf) in {len(rows)} samples, first in sample {int(rows[0])}; clean or drop "
                             "those samples")
+    if model.deployed_input_types.get(inp.name) == "float16" and value.size:  # the graph as exported takes fp16
+        largest = float(np.abs(value).max())
+        if largest > float(np.finfo(np.float16).max):
+            raise DataError(f"{label} overflows float16, the exported model's input type (largest magnitude "
+                            f"{largest:.3g}); scale the data to the model's input range")
     if value.dtype == dtype:
         return value
     if dtype.kind == "f":

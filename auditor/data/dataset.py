@@ -118,6 +118,12 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # features is a read-only mapping proxy, which pickle cannot copy: rebuild from a dict
+        # (a distributed audit ships the data set to its workers).
+        return (_restore, (dict(self.features), self.y, self.class_names, self.source, self.texts, self.notes,
+                           self.checked_for))
+
     @property
     def x(self) -> np.ndarray:
         """The samples, when the data hold a single array (most image and tabular data)."""
@@ -237,6 +243,12 @@ def stratified_indices(y: np.ndarray, max_per_class: int, seed: int = 0) -> np.n
         idx = np.flatnonzero(y == c)
         keep.append(idx if len(idx) <= max_per_class else rng.choice(idx, max_per_class, replace=False))
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def _restore(features: dict[str, np.ndarray], y: np.ndarray, class_names: tuple[str, ...] | None, source: str,
+             texts: tuple[str, ...] | None, notes: tuple[str, ...], checked_for: str) -> Dataset:
+    """Unpickle a :class:`Dataset` (see ``Dataset.__reduce__``)."""
+    return Dataset(features, y, class_names, source, texts, notes, checked_for=checked_for)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

@@ -289,8 +289,8 @@ def _load_images(
             )
         for f in files:
             try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if grayscale else "RGB")
+                with Image.open(f) as opened:
+                    im = opened.convert("L" if grayscale else "RGB")
                     if image_size is not None:
                         im = im.resize((int(image_size[1]), int(image_size[0])), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32)

@@ -24,7 +24,7 @@ def LabelDancingCallback(recorder: LabelDancingRecorder, probe_x: Any, every_n_e
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". A factory, so importing this module does not import
+    See docs/concepts.md, "Label dancing". A factory, so importing this module does not import
     Keras; set ``KERAS_BACKEND`` before the first ``import keras`` as usual. Records at
     ``on_epoch_end`` with ``model.predict`` (inference mode), ``step`` = training batches
     seen by this callback and ``epoch`` counted from 1.
@@ -40,7 +40,7 @@ def LabelDancingCallback(recorder: LabelDancingRecorder, probe_x: Any, every_n_e
     except ImportError as err:
         raise ImportError("the Keras hook needs Keras 3: pip install keras (or 'auditor[keras]')") from err
 
-    class _LabelDancing(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+    class _LabelDancing(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.steps = 0

@@ -24,7 +24,7 @@ def LabelDancingCallback(recorder: LabelDancingRecorder, probe_x: Any, every_n_e
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". A factory, so importing this module does not import
+    See docs/concepts.md, "Label dancing". A factory, so importing this module does not import
     Lightning. Records at ``on_train_epoch_end`` with ``step = trainer.global_step`` and
     ``epoch`` counted from 1, on global rank 0 only; the model is predicted in eval mode
     without gradients and its modes are restored.
@@ -35,17 +35,19 @@ def LabelDancingCallback(recorder: LabelDancingRecorder, probe_x: Any, every_n_e
     """
     if every_n_epochs < 1:
         raise OptionError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+    import importlib
+
     try:
-        from lightning.pytorch import Callback
+        Callback: Any = importlib.import_module("lightning.pytorch").Callback
     except ImportError:
         try:
-            from pytorch_lightning import Callback  # the older package name
+            Callback = importlib.import_module("pytorch_lightning").Callback  # the older package name
         except ImportError as err:
             raise ImportError("the Lightning hook needs lightning: pip install lightning (keep your torch: "
                               "pip install -c constraints.txt lightning, with torch==<version> in it)") from err
     from .torch import record_predictions
 
-    class _LabelDancing(Callback):  # type: ignore[misc, valid-type]
+    class _LabelDancing(Callback):  # type: ignore[misc]
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             epoch = int(trainer.current_epoch) + 1
             # One writer: under DDP every rank holds the same weights, and only rank 0 may append.

@@ -35,7 +35,7 @@ def predict(model: Any, probe_x: Any, batch_size: int = 256) -> np.ndarray:
                 if not isinstance(out, torch.Tensor):  # (logits, ...) tuples, or outputs with .logits
                     out = out.logits if hasattr(out, "logits") else out[0]
                 outs.append(out.detach().float().cpu())
-        return torch.cat(outs).numpy()
+        return np.asarray(torch.cat(outs).numpy())
     finally:
         for m, training in modes:
             m.training = training
@@ -64,7 +64,7 @@ def record_predictions(recorder: LabelDancingRecorder, model: Any, probe_x: Any,
 
     Notes
     -----
-    See CONCEPTS.md, "Label dancing". The model runs in eval mode under ``torch.no_grad``;
+    See docs/concepts.md, "Label dancing". The model runs in eval mode under ``torch.no_grad``;
     each module's train/eval mode is restored afterwards, so it can be called mid-epoch.
 
     Examples

@@ -13,6 +13,7 @@ import base64
 import io
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -36,8 +37,9 @@ GREY = "#b0b0b0"
 #: tab10 without red (kept for ego curves) plus dark tab20b tones: readable as text on white
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
                 "#a68a00", "#393b79", "#637939", "#7b4173", "#8c6d31")
-FONT = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.labelsize": 8.5, "xtick.labelsize": 7.5,
-        "ytick.labelsize": 7.5, "legend.fontsize": 7.5}
+# matplotlib types rc keys as literals; these are known-good
+FONT: Any = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.labelsize": 8.5, "xtick.labelsize": 7.5,
+             "ytick.labelsize": 7.5, "legend.fontsize": 7.5}
 
 
 def short(name: object, width: int = 16) -> str:
@@ -68,6 +70,15 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def thumbnail_uri(image: np.ndarray) -> str:
+    """A uint8 thumbnail ((H, W) or (H, W, 3)) as a PNG data URI, pixels as they are (the page scales it)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.asarray(image, dtype=np.uint8))).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _cmap(name: str) -> mcolors.Colormap:
     return matplotlib.colormaps[name].with_extremes(bad="white")
 
@@ -76,7 +87,7 @@ def _side(n: int) -> float:
     return float(min(max(3.2, 0.3 * n + 2.0), 8.5))
 
 
-def _ticks(ax, labels_x: Sequence[str], labels_y: Sequence[str]) -> None:
+def _ticks(ax: Any, labels_x: Sequence[str], labels_y: Sequence[str]) -> None:
     n_x, n_y = len(labels_x), len(labels_y)
     size = 7.5 if max(n_x, n_y) <= 20 else 6.5
     ax.set_xticks(range(n_x), [short(s) for s in labels_x], rotation=60 if n_x > 4 else 0,
@@ -85,7 +96,7 @@ def _ticks(ax, labels_x: Sequence[str], labels_y: Sequence[str]) -> None:
     ax.tick_params(length=2)
 
 
-def _annotate(ax, values: np.ndarray, shown: np.ndarray, fmt: str, norm: mcolors.Normalize,
+def _annotate(ax: Any, values: np.ndarray, shown: np.ndarray, fmt: str, norm: mcolors.Normalize,
               cmap: mcolors.Colormap, skip_zero: bool = False) -> None:
     for (i, j), v in np.ndenumerate(values):
         if not np.isfinite(v) or (skip_zero and v == 0):
@@ -156,12 +167,19 @@ def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str], *, row_total
     return to_data_uri(fig)
 
 
-def interference_heatmaps(first_order: np.ndarray, finite: np.ndarray, labels: Sequence[str]) -> str:
-    """I1 and I side by side on one diverging colour scale centred at 0 (diagonal blank)."""
+def interference_heatmaps(first_order: np.ndarray, finite: np.ndarray, labels: Sequence[str],
+                          marked: Sequence[bool] | None = None) -> str:
+    """I1 and I side by side on one diverging colour scale centred at 0 (diagonal blank).
+
+    Rows flagged in ``marked`` (ill-conditioned: tiny ego loss) get a "†" before their
+    label, and the colour scale is set by the other rows so that they do not wash it out.
+    """
     mats = [np.array(first_order, dtype=np.float64), np.array(finite, dtype=np.float64)]
     for m in mats:
         np.fill_diagonal(m, np.nan)
-    both = np.concatenate([m[np.isfinite(m)] for m in mats])
+    flags = np.zeros(len(labels), dtype=bool) if marked is None else np.asarray(marked, dtype=bool)
+    scaled = [m[~flags] if (~flags).any() else m for m in mats]
+    both = np.concatenate([m[np.isfinite(m)] for m in scaled])
     span = float(np.max(np.abs(both))) if both.size else 1.0
     span = span if span > 0 else 1.0
     norm = mcolors.Normalize(-span, span)
@@ -172,14 +190,16 @@ def interference_heatmaps(first_order: np.ndarray, finite: np.ndarray, labels: S
     with matplotlib.rc_context(FONT):
         axes = fig.subplots(1, 2)
         im = None
+        rows = [f"† {s}" if f else s for s, f in zip(labels, flags)]
         for ax, m, t in zip(axes, mats, ("first-order interference I1[c, c′]", "finite-step interference I[c, c′]")):
             im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
-            _ticks(ax, labels, labels)
+            _ticks(ax, labels, rows)
             if n <= 10:
                 _annotate(ax, m, m, ".2f", norm, cm)
             ax.set_title(t)
             ax.set_xlabel("c′: class that pays")
             ax.set_ylabel("c: ego class (helped)")
+        assert im is not None  # two panels drawn
         fig.colorbar(im, ax=list(axes), shrink=0.85, label="loss c′ gains per unit c sheds")
     return to_data_uri(fig)
 
@@ -249,7 +269,7 @@ def _spread(values: list[float], gap: float) -> list[float]:
     return result
 
 
-def cct_panels(panels: Sequence[dict], *, ncols: int = 3) -> str:
+def cct_panels(panels: Sequence[dict[str, Any]], *, ncols: int = 3) -> str:
     """Small multiples of the cross-class test: one panel per ego class.
 
     Each panel dict: ``title``, ``steps`` (A,), ``ego`` (A,) the ego curve, ``others`` a
@@ -307,7 +327,7 @@ def cct_panels(panels: Sequence[dict], *, ncols: int = 3) -> str:
     return to_data_uri(fig)
 
 
-def interference_model_figure(model: dict) -> str:
+def interference_model_figure(model: dict[str, Any]) -> str:
     """Overlaid contours of L_a and L_b (left) and the total loss L (right) on the pair's plane.
 
     ``model``: ``s``, ``t`` (in units of r), ``loss_a``, ``loss_b``, ``total`` ([n, m], NaN where
@@ -318,7 +338,7 @@ def interference_model_figure(model: dict) -> str:
     la, lb, tot = (np.asarray(model[k], float) for k in ("loss_a", "loss_b", "total"))
     ma, mb = model["minimum_a"], model["minimum_b"]
     na, nb = short(model["name_a"], 20), short(model["name_b"], 20)
-    star = {"marker": "*", "markersize": 14, "markeredgecolor": "black", "markeredgewidth": 0.6,
+    star: dict[str, Any] = {"marker": "*", "markersize": 14, "markeredgecolor": "black", "markeredgewidth": 0.6,
             "linestyle": "none", "zorder": 6, "clip_on": False}
     if model["one_dimensional"] or len(t) < 2:
         fig = _figure(6.4, 3.3)

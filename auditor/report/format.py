@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fmt_num", "fmt_pct", "fmt_seconds", "class_name", "finite"]
+__all__ = ["fmt_num", "fmt_pct", "fmt_points", "fmt_seconds", "class_name", "finite"]
 
 
 def finite(x: Any) -> bool:
@@ -45,6 +45,15 @@ def fmt_num(x: Any, digits: int = 3) -> str:
 
 def fmt_pct(x: Any, digits: int = 1) -> str:
     return f"{float(x) * 100:.{digits}f}%" if finite(x) else "—"
+
+
+def fmt_points(x: Any, digits: int = 1) -> str:
+    """A change of a proportion in signed percentage points ("−15.2 pts"); NaN as an em dash."""
+    if not finite(x):
+        return "—"
+    v = float(x) * 100
+    text = f"{v:+.{digits}f}"
+    return f"{0:.{digits}f} pts" if float(text) == 0 else text.replace("-", "−") + " pts"
 
 
 def fmt_seconds(x: Any) -> str:

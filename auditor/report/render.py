@@ -15,15 +15,15 @@ from auditor.dancing import DanceAnalysis
 from auditor.errors import AuditorError
 from auditor.report import figures, sections
 from auditor.report.dance import dance_context
-from auditor.report.format import fmt_num, fmt_pct, fmt_seconds
+from auditor.report.format import fmt_num, fmt_pct, fmt_points, fmt_seconds
 from auditor.serialization import atomic_write_text
 
 __all__ = ["render_report", "render_dance_report", "render_template", "build_context", "template_dir",
            "TemplateNotFoundError", "SECTIONS"]
 
 #: Section ids, in page order.
-SECTIONS = ("summary", "per-class", "errors", "interference", "cct", "interference-models", "label-dancing",
-            "method")
+SECTIONS = ("summary", "per-class", "errors", "examples", "interference", "cct", "interference-models",
+            "label-dancing", "method")
 
 
 class TemplateNotFoundError(AuditorError, FileNotFoundError):
@@ -55,7 +55,7 @@ def _environment() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.filters.update(num=fmt_num, pct=fmt_pct, seconds=fmt_seconds, short=figures.short)
+    env.filters.update(num=fmt_num, pct=fmt_pct, points=fmt_points, seconds=fmt_seconds, short=figures.short)
     return env
 
 
@@ -72,7 +72,8 @@ def build_context(result: AuditResult, title: str | None = None) -> dict[str, An
         "title": title or f"Class interference audit: {model_file}",
         "sections": SECTIONS, "names": names, "k": result.n_classes, "large": result.n_classes > sections.LARGE_K,
         "summary": sections.summary(result, names), "per_class": sections.per_class(result, names),
-        "errors": sections.errors(result, names), "interference": sections.interference(result, names),
+        "errors": sections.errors(result, names), "examples": sections.examples(result, names),
+        "interference": sections.interference(result, names),
         "cct": sections.cct(result, names), "models": sections.models(result, names),
         "dance": None if result.dance is None else dance_context(result.dance, names),
         "method": sections.method(result), "created": result.created,

@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 
 from auditor.audit import AuditResult
+from auditor.interference import ILL_CONDITIONED_FRACTION
 from auditor.landscape import InterferenceModel
 from auditor.report import figures
 from auditor.report.format import class_name as _name
 from auditor.report.format import fmt_num, fmt_seconds
 
-__all__ = ["summary", "per_class", "errors", "interference", "cct", "models", "method", "LARGE_K", "FOCUS_CLASSES",
-           "MAX_CCT_PANELS"]
+__all__ = ["summary", "per_class", "errors", "examples", "interference", "cct", "models", "method",
+           "agreement_text", "LARGE_K",
+           "FOCUS_CLASSES", "MAX_CCT_PANELS"]
 
 #: Above this many classes, heatmaps show only the classes of the top pairs.
 LARGE_K = 30
@@ -38,7 +40,7 @@ SECTIONS = ("summary", "per-class", "errors", "interference", "cct", "interferen
 
 
 def _focus_classes(result: AuditResult, n: int = FOCUS_CLASSES) -> list[int]:
-    """Classes of the top pairs (by S, then by confusion, then more confused pairs), at most ``n``."""
+    """Classes of the top pairs (by R, then by confusion, then more confused pairs), at most ``n``."""
     out: list[int] = []
     pairs = [(a, b) for a, b, _ in result.top_pairs_interference] + \
             [(a, b) for a, b, _ in result.top_pairs_confusion] + [(a, b) for a, b, _ in result.errors.pairs]
@@ -59,14 +61,40 @@ def _focus_classes(result: AuditResult, n: int = FOCUS_CLASSES) -> list[int]:
 def _pair_rows(result: AuditResult, pairs: Sequence[tuple[int, int, float]], names: Sequence[str],
                limit: int = 5) -> list[dict[str, Any]]:
     conf = result.errors.confusion
-    s = result.interference.pair_score
+    inter = result.interference
+    q = result.errors.soft_pairs()
     agree = set(result.agreeing_pairs(top=limit))
     rows = []
     for a, b, _ in pairs[:limit]:
-        rows.append({"a": _name(names, a), "b": _name(names, b), "score": float(s[a, b]),
-                     "confusion": int(conf[a, b] + conf[b, a]), "conflict": float(result.interference.conflict[a, b]),
+        rows.append({"a": _name(names, a), "b": _name(names, b), "score": float(inter.pair_score[a, b]),
+                     "one_sided": bool(inter.one_sided[a, b]), "confusion": int(conf[a, b] + conf[b, a]),
+                     "soft": math.nan if q is None else float(q[a, b]), "conflict": float(inter.conflict[a, b]),
                      "both": (a, b) in agree})
     return rows
+
+
+def agreement_text(result: AuditResult) -> dict[str, Any]:
+    """The per-audit agreement of R with P in plain words, and its verdict."""
+    g = result.agreement
+    verdict = g.verdict()
+    if verdict == "undefined":
+        if g.n_pairs == 0:
+            text = ("R is undefined for every pair (see the method section), so its agreement with the confusion "
+                    "cannot be measured.")
+        elif g.n_error_pairs == 0:
+            text = ("This model makes no errors on the audit data, so there is nothing for interference to explain "
+                    "here; R still shows which pairs would collide first.")
+        else:
+            text = "Every pair has errors, so R cannot be checked against them on this audit."
+        return {"verdict": verdict, "text": text}
+    words = {"much": "much", "part": "part", "little": "little"}[verdict]
+    text = (f"On this model interference explains {words} of the confusion. Of the {g.k} most confused pairs, "
+            f"a share of {g.precision_at_k:.2f} is among the {g.k} pairs with the largest R (precision@{g.k}; "
+            f"{g.precision_at_fraction:.2f} for the top 10%, {g.k_fraction} pairs). Over all {g.n_pairs} pairs, "
+            f"R tells the {g.n_error_pairs} pairs with at least one error from the {g.n_pairs - g.n_error_pairs} "
+            f"without with AUC {g.auc:.2f} (0.5 is chance, 1 is perfect), and its rank correlation with the "
+            f"error counts is {g.spearman:.2f}.")
+    return {"verdict": verdict, "text": text}
 
 
 def summary(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
@@ -96,6 +124,8 @@ def summary(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
         "pairs_interference": _pair_rows(result, result.top_pairs_interference, names),
         "pairs_confusion": _pair_rows(result, result.top_pairs_confusion, names),
         "agreeing": [f"{_name(names, a)} / {_name(names, b)}" for a, b in result.agreeing_pairs(top=5)],
+        "agreement": agreement_text(result), "has_soft": result.errors.soft_confusion is not None,
+        "notes": list(result.notes),
         "gate": gate,
         "skipped": [(_name(names, c), reason) for c, reason in sorted(result.skipped.items())],
         "n_errors": result.errors.n_errors,
@@ -110,7 +140,7 @@ def _separate(result: AuditResult) -> bool:
 def per_class(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
     k = result.n_classes
     conf = np.asarray(result.errors.confusion)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for c in range(k):
         off = conf[c].astype(np.float64).copy()
         off[c] = -1
@@ -140,7 +170,7 @@ def errors(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
         focus = _focus_classes(result)
         block = conf[np.ix_(focus, focus)]
         uri = figures.confusion_heatmap(block, [_name(names, c) for c in focus], row_totals=conf[focus].sum(axis=1))
-        note = (f"Showing {len(focus)} of {k} classes: those in the top pairs by pair score S and by confusion "
+        note = (f"Showing {len(focus)} of {k} classes: those in the top pairs by pair score R and by confusion "
                 f"(a {k}×{k} heatmap would be unreadable). Colours are shares of each true class's samples, over "
                 "all predictions.")
     else:
@@ -158,24 +188,46 @@ def errors(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
                                   es.cumulative_share, marks)
     return {"confusion_uri": uri, "confusion_note": note, "pareto_uri": pareto, "shares": shares,
             "n_errors": es.n_errors, "n_pairs_total": n_pairs_total, "n_confused_pairs": len(es.pairs),
-            "n_samples": int(conf.sum())}
+            "n_samples": int(conf.sum()), "has_soft": es.soft_confusion is not None,
+            "pairs": _pair_rows(result, result.top_pairs_confusion, names, 10)}
+
+
+def examples(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
+    """The confused pairs' samples: thumbnails (image data), texts (text data) or indices."""
+    from auditor.examples import THUMBNAIL_SIDE
+
+    conf = result.errors.confusion
+    samples = [s for p in result.examples for s in p.samples]
+    kind = "image" if any(s.image is not None for s in samples) else "text" if any(
+        s.text is not None for s in samples) else "none"
+    pairs = [{"a": _name(names, p.a), "b": _name(names, p.b), "confusion": int(conf[p.a, p.b] + conf[p.b, p.a]),
+              "samples": [{"index": s.index, "true": _name(names, s.true), "predicted": _name(names, s.predicted),
+                           "text": s.text, "uri": None if s.image is None else figures.thumbnail_uri(s.image)}
+                          for s in p.samples]}
+             for p in result.examples]
+    return {"pairs": pairs, "kind": kind, "side": THUMBNAIL_SIDE, "n_errors": result.errors.n_errors}
 
 
 def interference(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
     k = result.n_classes
     inter = result.interference
+    ill = np.asarray(inter.ill_conditioned, dtype=bool)
     if k > LARGE_K:
         focus = _focus_classes(result)
         idx = np.ix_(focus, focus)
         uri = figures.interference_heatmaps(inter.first_order[idx], inter.finite[idx],
-                                            [_name(names, c) for c in focus])
-        note = (f"Showing {len(focus)} of {k} classes: those in the top pairs by pair score S and by confusion "
+                                            [_name(names, c) for c in focus], marked=[bool(ill[c]) for c in focus])
+        note = (f"Showing {len(focus)} of {k} classes: those in the top pairs by pair score R and by confusion "
                 f"(a {k}×{k} heatmap would be unreadable).")
     else:
-        uri = figures.interference_heatmaps(inter.first_order, inter.finite, list(names))
+        uri = figures.interference_heatmaps(inter.first_order, inter.finite, list(names), marked=list(ill))
         note = ""
+    loss = np.asarray(result.loss, dtype=np.float64)
+    marked = [(_name(names, int(c)), float(loss[c]), float(loss[c] / inter.mean_loss)) for c in np.flatnonzero(ill)]
     return {"uri": uri, "note": note, "pairs": _pair_rows(result, result.top_pairs_interference, names, 10),
-            "reasons": [(_name(names, c), r) for c, r in sorted(inter.reasons.items())]}
+            "reasons": [(_name(names, c), r) for c, r in sorted(inter.reasons.items())],
+            "ill_conditioned": marked, "mean_loss": float(inter.mean_loss),
+            "threshold": ILL_CONDITIONED_FRACTION, "any_one_sided": bool(np.any(inter.one_sided))}
 
 
 def cct(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
@@ -201,7 +253,7 @@ def cct(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
         others = [j for j in range(k) if j != c and np.isfinite(loss[j]).any()]
         ranked = sorted((j for j in others if np.isfinite(hurt[j])), key=lambda j: -hurt[j])
         top = ranked[: HURT_LARGE_K if large else HURT_LABELLED]
-        curves = [(_name(names, j), j, loss[j]) for j in top]
+        curves: list[tuple[str | None, int, np.ndarray]] = [(_name(names, j), j, loss[j]) for j in top]
         if not large:
             curves += [(None, j, loss[j]) for j in others if j not in top]
         panels.append({"title": f"ego class: {_name(names, c)}", "steps": steps, "ego": loss[c],
@@ -209,7 +261,7 @@ def cct(result: AuditResult, names: Sequence[str]) -> dict[str, Any]:
     uri = figures.cct_panels(panels, ncols=3 if len(panels) > 4 else min(len(panels), 2) or 1)
     notes = []
     if len(ego) > len(chosen):
-        notes.append(f"Panels for {len(chosen)} of {len(ego)} ego classes: those in the top pairs by pair score "
+        notes.append(f"Panels for {len(chosen)} of {len(ego)} ego classes: those in the top pairs by pair score R "
                      "and by confusion.")
     if large:
         notes.append(f"With {k} classes each panel draws only the ego curve and the {HURT_LARGE_K} classes whose "
@@ -297,6 +349,7 @@ def cost_rows(result: AuditResult) -> list[dict[str, Any]]:
 def method(result: AuditResult) -> dict[str, Any]:
     opts = result.options.to_dict()
     amax = result.alpha_max[np.isfinite(result.alpha_max)]
+    a1 = result.interference.alpha_1[np.isfinite(result.interference.alpha_1)]
     models = result.models
     return {"options": [(k, "—" if v is None or v == [] else ", ".join(map(str, v)) if isinstance(v, list) else v)
                         for k, v in opts.items()],
@@ -311,4 +364,22 @@ def method(result: AuditResult) -> dict[str, Any]:
             "grid": models_grid(result), "n_models": len(models), "cost": cost_rows(result),
             "budget": None if result.cost is None else result.cost.budget,
             "seconds_per_fpe": None if result.cost is None else result.cost.seconds_per_fpe,
-            "resolutions": sorted({fmt_num(m.resolution) for m in models})}
+            "resolutions": sorted({fmt_num(m.resolution) for m in models}),
+            "alpha_1": (float(a1.min()), float(a1.max())) if a1.size else None,
+            "mean_loss": float(result.interference.mean_loss), "ill_threshold": ILL_CONDITIONED_FRACTION,
+            "agreement": result.agreement, "twin": _twin(result)}
+
+
+def _twin(result: AuditResult) -> dict[str, Any] | None:
+    """The deployed graph beside its float32 twin (fp16 and int8 exports)."""
+    t = result.twin
+    if t is None:
+        return None
+    names = result.class_names
+    rows = [{"name": _name(names, c), "deployed_accuracy": float(t.deployed_accuracy[c]),
+             "twin_accuracy": float(t.twin_accuracy[c]), "deployed_loss": float(t.deployed_loss[c]),
+             "twin_loss": float(t.twin_loss[c])} for c in range(len(t.deployed_loss))]
+    notes = list((result.model.get("twin") or {}).get("notes", []))
+    return {"kind": t.kind, "top1_agreement": t.top1_agreement, "mean_abs_logit_difference":
+            t.mean_abs_logit_difference, "max_abs_logit_difference": t.max_abs_logit_difference,
+            "rows": rows[:2 * LARGE_K], "notes": notes}

@@ -1,8 +1,10 @@
 """Synthetic results for the report tests: a large-K audit and a label-dancing analysis.
 
 ``results_small.json`` (next to this file) is a real audit of a tiny CNN (K = 5, from the
-smoke run of ``run_audit``). The functions here derive, deterministically, what that file
-cannot show: many classes (K = 40, one of them absent) and a dancing analysis.
+smoke run of ``run_audit``), written with results schema 1.0: reading it also exercises the
+upgrade to schema 2 (R and its agreement recomputed from the stored CCT; no soft confusion).
+The functions here derive, deterministically, what that file cannot show: many classes
+(K = 40, one of them absent, with a soft confusion) and a dancing analysis.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ def small() -> dict[str, Any]:
 
 def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, Any]:
     """A consistent results.json dict with ``k`` classes; class ``absent`` (default: the last) has no samples."""
-    from auditor.confusion import error_share
+    from auditor.agreement import score_agreement
+    from auditor.audit import AuditResult
+    from auditor.cct import CrossClassTestResult
+    from auditor.confusion import error_share, pair_confusion
     from auditor.gate import evaluate_gate
-    from auditor.interference import pair_score, ranked_pairs
+    from auditor.interference import ill_conditioned, loss_changes, mean_loss, pair_score, ranked_pairs
 
     rng = np.random.default_rng(seed)
-    d = copy.deepcopy(small())
+    d = copy.deepcopy(AuditResult.from_dict(small()).to_dict())  # schema 2
     absent = k - 1 if absent is None else absent
     present = np.array([c for c in range(k) if c != absent])
     names = [f"species {c:02d}" for c in range(k)]
@@ -53,6 +58,7 @@ def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, 
     accuracy[present] = np.diag(confusion)[present] / 20.0
     loss = np.full(k, np.nan)
     loss[present] = rng.uniform(0.1, 1.5, len(present))
+    loss[5] = 0.02  # a well-learned class: its rows of I and I1 are flagged ill-conditioned
 
     alphas = np.asarray(d["cct"]["alphas"], dtype=np.float64)
     a_count = len(alphas)
@@ -74,8 +80,16 @@ def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, 
     finite = mat()
     first = finite + rng.normal(0, 0.05, (k, k))
     conflict = mat()
-    score = pair_score(finite)
-    errors = error_share(confusion).to_dict()
+    d["cct"].update(step_scale=[1.0] * len(present), ego_classes=present.tolist(), loss=json_array(cct_loss),
+                    accuracy=json_array(cct_acc), flow=None, flow_top_classes=None, flow_top_share=None,
+                    counts=counts.tolist())
+    cct = CrossClassTestResult.from_dict(d["cct"])
+    delta, alpha_1 = loss_changes(cct)
+    l_mean = mean_loss(cct)
+    score, one_sided = pair_score(delta, l_mean)
+    # soft confusion: mostly the hard confusion, the rest spread evenly; rows sum to the counts
+    soft = 0.8 * confusion + 0.2 * counts[:, None] * (counts[None, :] > 0) / len(present)
+    errors = error_share(confusion, tiebreak=score, soft_confusion=soft).to_dict()
     top_s = ranked_pairs(score, 10)
     top_p = [[a, b, float(n)] for a, b, n in errors["pairs"][:10]]
 
@@ -103,16 +117,17 @@ def large_k(k: int = 40, seed: int = 0, absent: int | None = None) -> dict[str, 
         d[key] = dict(d[key], n_samples=int(counts.sum()), counts=counts.tolist())
     d["per_class"] = {"loss": json_array(loss), "accuracy": json_array(accuracy), "count": counts.tolist(),
                       "gradient_norm": json_array(gnorm), "alpha_max": json_array(vec)}
-    d["cct"].update(step_scale=[1.0] * len(present), ego_classes=present.tolist(), loss=json_array(cct_loss),
-                    accuracy=json_array(cct_acc), flow=None, flow_top_classes=None, flow_top_share=None,
-                    counts=counts.tolist())
     d["interference"] = {"conflict": json_array(conflict), "first_order": json_array(first), "finite": json_array(finite),
-                         "alpha_s": json_array(alpha_s), "pair_score": json_array(score), "reasons": {}}
+                         "alpha_s": json_array(alpha_s), "pair_score": json_array(score),
+                         "one_sided": [[int(a), int(b)] for a, b in zip(*np.nonzero(np.triu(one_sided, 1)))],
+                         "alpha_1": json_array(alpha_1), "mean_loss": l_mean,
+                         "ill_conditioned": [int(c) for c in np.flatnonzero(ill_conditioned(loss, l_mean))],
+                         "reasons": {}}
     d["flatness"] = {"curvature": json_array(curvature), "sharpness": json_array(sharpness), "rho": json_array(vec / 2)}
     d["errors"] = errors
     d["top_pairs"] = {"interference": [list(p) for p in top_s], "confusion": top_p}
-    from auditor.audit import AuditResult
-
+    d["agreement"] = score_agreement(score, pair_confusion(confusion).astype(np.float64)).to_dict()
+    d["notes"] = []
     d["gate"] = None
     d["gate"] = evaluate_gate(AuditResult.from_dict(d)).to_dict()
     return d
