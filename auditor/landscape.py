@@ -380,11 +380,21 @@ GridRows = Callable[[np.ndarray, Sequence[np.ndarray], Sequence[Sequence[tuple[f
 
 
 def plane_evaluator(model: Model, data: Dataset, subset: np.ndarray, axes: Sequence[np.ndarray], *,
-                    provider: str = "auto", batch_size: int = 256, strategy: str = "auto") -> Evaluator:
-    """An evaluator of ``data.subset(subset)`` at ``θ* + Σ_j p_j · axes[j]`` (axes flat over θ)."""
+                    provider: str = "auto", batch_size: int = 256, strategy: str = "auto",
+                    parent: Evaluator | None = None) -> Evaluator:
+    """An evaluator of ``data.subset(subset)`` at ``θ* + Σ_j p_j · axes[j]`` (axes flat over θ).
+
+    With ``parent`` (an evaluator of the same model over ``data``) it shares the parent's
+    sessions: a large model builds its two-direction session and its rebuild graph once per
+    audit, not once per grid.
+    """
     shapes = tuple(p.shape for p in model.parameters)
-    evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
-                          n_directions=len(axes), strategy=strategy)
+    if parent is not None:
+        evaluator = parent.restricted(np.asarray(subset), n_directions=len(axes),
+                                      strategy=None if strategy == "auto" else strategy)
+    else:
+        evaluator = Evaluator(model, data.subset(subset), provider=provider, batch_size=batch_size,
+                              n_directions=len(axes), strategy=strategy)
     evaluator.set_directions([unflatten(model.parameter_names, shapes, axis) for axis in axes])
     return evaluator
 

@@ -453,17 +453,18 @@ class Evaluator:
         """``(evaluations, samples)`` of this evaluator and every one made from it by :meth:`restricted`."""
         return self._sessions.evaluations, self._sessions.samples
 
-    def restricted(self, indices: np.ndarray, *, n_directions: int | None = None) -> Evaluator:
+    def restricted(self, indices: np.ndarray, *, n_directions: int | None = None,
+                   strategy: str | None = None) -> Evaluator:
         """An evaluator over the samples at ``indices`` sharing this one's sessions.
 
-        Its strategy is this one's when that was given; after a probe, the faster one for
-        the subset's size by the measured :class:`StrategyCosts` (a small subset may not
-        be worth a session build per step).
+        Its strategy is ``strategy`` when given, else this one's when that was given; after a
+        probe, the faster one for the subset's size by the measured :class:`StrategyCosts` (a
+        small subset may not be worth a session build per step).
         """
         child = Evaluator(self.model, self.data.subset(indices), batch_size=self.batch_size,
                           n_directions=self.n_directions if n_directions is None else n_directions,
-                          strategy=self.strategy, _sessions=self._sessions)
-        if self._probed and self.costs is not None:
+                          strategy=strategy or self.strategy, _sessions=self._sessions)
+        if strategy is None and self._probed and self.costs is not None:
             child.strategy, child._probed = self.costs.faster(len(child.y)), True
         return child
 

@@ -6,7 +6,8 @@ ResNet-18 (11M parameters, BasicBlocks with BatchNorm, random weights; 200 sampl
 FPE (passes over the audit data) and seconds, then total / CCT (the goal: <= 1.5; the
 budget's default keeps everything but the CCT to half the CCT's cost). For the ResNet-18
 it also times the two perturbation strategies at that size, interleaved: weights as graph
-inputs, and a session rebuilt per step with the weights as initializers.
+inputs, a session rebuilt per step with the weights handed over in memory (what the
+auditor does), and the same rebuild with the weights serialised into the model (before).
 
 Run: python benchmarks/bench_audit.py [--model demo|resnet18|both] [--repeat 5] [--device auto]
 """
@@ -63,8 +64,12 @@ def demo(repeat: int, device: str) -> None:
 
 
 def strategies(model: Any, data: Any, rounds: int = 2) -> None:
-    """Both perturbation strategies at this size, interleaved: is a session build per step worth it?"""
-    from auditor.runtime import Evaluator
+    """Both perturbation strategies (and the old serialised rebuild) at this size, interleaved."""
+    import onnx
+    from onnx import numpy_helper
+
+    from auditor import graph as G
+    from auditor.runtime import Evaluator, make_session
 
     rng = np.random.default_rng(0)
     direction = {p.name: rng.standard_normal(p.shape).astype(np.float32) * 1e-3 for p in model.parameters}
@@ -72,13 +77,26 @@ def strategies(model: Any, data: Any, rounds: int = 2) -> None:
     for ev in evaluators.values():
         ev.set_directions([direction])
         ev.evaluate([0.0])  # warm-up (session builds)
-    times: dict[str, list[float]] = {name: [] for name in evaluators}
+    shell = G.evaluation_graph(model, keep_weights=False).SerializeToString()
+    x, y = next(iter(data.features.values())), np.asarray(data.y)
+
+    def old_rebuild(c: float) -> None:
+        weights = evaluators["rebuild"].perturbed_weights([c])
+        extra = onnx.ModelProto(graph=onnx.GraphProto(initializer=[numpy_helper.from_array(v, n)
+                                                                   for n, v in weights.items()]))
+        session = make_session(shell + extra.SerializeToString(), "cpu")
+        session.run([G.LOSS], {model.input_name: x, G.LABELS: y})
+
+    steps = {"inputs": lambda c: evaluators["inputs"].evaluate([c]),
+             "rebuild (in-memory weights)": lambda c: evaluators["rebuild"].evaluate([c]),
+             "rebuild (serialised, before)": old_rebuild}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(rounds):
-        for name, ev in evaluators.items():
+        for name, step in steps.items():
             start = time.perf_counter()
-            ev.evaluate([0.01 * (r + 1)])
+            step(0.01 * (r + 1))
             times[name].append(time.perf_counter() - start)
-    print(f"  one step over {len(data)} samples, best of {rounds}, interleaved: "
+    print(f"  one step over {len(y)} samples, best of {rounds}, interleaved: "
           + "; ".join(f"{k} {min(v):.3g} s" for k, v in times.items()))
 
 

@@ -179,7 +179,7 @@ class Worker:
             self._plane = None  # free the previous grid's session first
             self._plane = _Plane(grid, plane_evaluator(self.payload.model, self.payload.data, subset, axes,
                                                        provider=provider, batch_size=self.payload.batch_size,
-                                                       strategy=strategy))
+                                                       strategy=strategy, parent=self.evaluator(provider, strategy)))
         evaluator = self._plane.evaluator
         stats = evaluate_points(evaluator, points)
         return Evaluated(tuple(stats), device_label(evaluator.device), self.name, time.perf_counter() - start)
