@@ -29,6 +29,7 @@ given explicitly are kept as given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,8 +246,9 @@ def plan_audit(speed: Speed, *, budget: float, probe_s: float, n_gradient_sample
     2-D models are planned at what the budget leaves them (their design is chosen after
     the CCT, when the pairs are known).
     """
-    if not budget > 0:
-        raise OptionError(f"--budget must be > 0 (a multiple of the CCT's cost), got {budget}")
+    if not (budget > 0 and math.isfinite(budget)):
+        raise OptionError(f"--budget must be a finite number > 0 (a multiple of the CCT's cost, e.g. 0.5), "
+                          f"got {budget}")
     n, pass_s = speed.n_samples, speed.pass_s
 
     def cost(evaluations: int, samples: int, fpe: float) -> StageCost:

@@ -53,9 +53,11 @@ def mlp(tmp_path: Path) -> dict:
             "k": k}
 
 
-def test_the_plan_counts_every_evaluation_made(mlp: dict, counted: list[int]) -> None:
+@pytest.mark.parametrize("options", [{}, {"budget": 2.0}, {"pairs": 1, "grid": 5}, {"pairs": 2, "grid": 9}],
+                         ids=["default", "budget-2", "pairs-1-grid-5", "pairs-2-grid-9"])
+def test_the_plan_counts_every_evaluation_made(mlp: dict, counted: list[int], options: dict) -> None:
     log: list[str] = []
-    r = auditor.run_audit(mlp["model"], mlp["data"], auditor.AuditOptions(budget=2.0), gate=None, log=log.append)
+    r = auditor.run_audit(mlp["model"], mlp["data"], auditor.AuditOptions(**options), gate=None, log=log.append)
     cost = r.cost
     assert cost is not None and cost.design is not None and cost.design.pairs
     planned, actual = cost.planned, cost.actual
@@ -106,6 +108,10 @@ def test_the_cct_is_the_same_as_a_standalone_one(mlp: dict) -> None:
     np.testing.assert_array_equal(r.cct.accuracy, alone.accuracy)
     np.testing.assert_array_equal(r.cct.flow, alone.flow)
     np.testing.assert_array_equal(r.cct.alphas, alone.alphas)
+    # a larger budget or a given grid changes the 2-D models only
+    more = auditor.run_audit(model, data, auditor.AuditOptions(budget=3.0, pairs=2, grid=9), gate=None)
+    for name in ("loss", "accuracy", "flow", "alphas"):
+        np.testing.assert_array_equal(getattr(more.cct, name), getattr(r.cct, name))
 
 
 def test_pairs_and_grid_given_are_kept(mlp: dict) -> None:
@@ -162,7 +168,7 @@ def test_the_plan_before_the_long_stages() -> None:
     assert plan.total().fpe == pytest.approx(0.5 * 201 + 201)
     line = plan.describe()
     assert line.startswith("plan: ≈ 302 FPE, ≈ 5.5 min at the measured speed (1.1 s per pass over 200 samples")
-    with pytest.raises(OptionError, match="--budget must be > 0"):
+    with pytest.raises(OptionError, match="--budget must be a finite number > 0"):
         auditor.AuditOptions(budget=0)
 
 
@@ -225,6 +231,24 @@ def test_a_lattice_model_is_drawn_from_its_lattice(mlp: dict) -> None:
     assert shown[0]["loss_a_min"] == float(np.nanmin(m.loss_a))
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["--budget", "nan"], "error: --budget must be a finite number > 0 (a multiple of the CCT's cost, e.g. 0.5), "
+                          "got nan"),
+    (["--budget", "inf"], "error: --budget must be a finite number > 0 (a multiple of the CCT's cost, e.g. 0.5), "
+                          "got inf"),
+    (["--budget", "-1"], "error: --budget must be a finite number > 0 (a multiple of the CCT's cost, e.g. 0.5), "
+                         "got -1.0"),
+    (["--grid", "2"], "error: --grid must be >= 3 (points per axis of the 2-D models, e.g. 25), got 2"),
+    (["--pairs", "-1"], "error: --pairs must be >= 0 (0 skips the 2-D models), got -1"),
+])
+def test_cli_bad_budget_grid_or_pairs_is_one_line(tmp_path: Path, args: list[str], line: str) -> None:
+    model = make_mlp(tmp_path / "m.onnx", random_mlp_weights(6, 8, 4, seed=1))
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 6), dtype=np.float32), y=np.arange(8) % 4)
+    bad = CliRunner().invoke(app, ["audit", str(model), "--data", str(tmp_path / "d.npz"), *args])
+    assert bad.exit_code == 2
+    assert bad.output.strip().splitlines()[-1] == line
+
+
 def test_cli_budget_option(tmp_path: Path) -> None:
     weights = random_mlp_weights(6, 8, 4, seed=1)
     model = make_mlp(tmp_path / "m.onnx", weights)
@@ -232,7 +256,7 @@ def test_cli_budget_option(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 6)).astype(np.float32), y=np.arange(40) % 4)
     bad = CliRunner().invoke(app, ["audit", str(model), "--data", str(tmp_path / "d.npz"), "--budget", "0"])
     assert bad.exit_code == 2
-    assert "error: --budget must be > 0 (a multiple of the CCT's cost, e.g. 0.5), got 0.0" in bad.output
+    assert "error: --budget must be a finite number > 0 (a multiple of the CCT's cost, e.g. 0.5), got 0.0" in bad.output
     ok = CliRunner().invoke(app, ["audit", str(model), "--data", str(tmp_path / "d.npz"), "--out",
                                   str(tmp_path / "out"), "--budget", "3", "--no-report"])
     assert ok.exit_code in (0, 1), ok.output

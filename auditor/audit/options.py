@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -84,11 +85,12 @@ class AuditOptions:
         if self.basis not in BASES:
             raise OptionError(f"unknown basis {self.basis!r}; choose one of {', '.join(BASES)}")
         if self.pairs is not None and self.pairs < 0:
-            raise OptionError(f"--pairs must be >= 0, got {self.pairs}")
+            raise OptionError(f"--pairs must be >= 0 (0 skips the 2-D models), got {self.pairs}")
         if self.grid is not None and self.grid < 3:
-            raise OptionError(f"--grid must be >= 3, got {self.grid}")
-        if not self.budget > 0:
-            raise OptionError(f"--budget must be > 0 (a multiple of the CCT's cost, e.g. 0.5), got {self.budget}")
+            raise OptionError(f"--grid must be >= 3 (points per axis of the 2-D models, e.g. 25), got {self.grid}")
+        if not (self.budget > 0 and math.isfinite(self.budget)):
+            raise OptionError(f"--budget must be a finite number > 0 (a multiple of the CCT's cost, e.g. 0.5), "
+                              f"got {self.budget}")
         if self.batch_size < 1:
             raise OptionError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_per_class is not None and self.max_per_class < 1:
