@@ -66,7 +66,7 @@ def inspect(
     debug: DebugOption = False,
 ) -> None:
     """Describe MODEL: input, logits, classes, opset, producer and the parameters θ."""
-    from .graph import gradient_support
+    from .differentiable import gradient_support
     from .model import load_model
 
     m = load_model(model, exclude=exclude or ())

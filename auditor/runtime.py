@@ -40,7 +40,6 @@ from onnx import numpy_helper
 
 from . import graph as G
 from .errors import ModelError, OptionError
-from .progress import Progress
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -50,8 +49,11 @@ __all__ = [
     "resolve_provider",
     "make_session",
     "run_once",
-    "predict_logits",
-    "deployed_logits",
+    "batch_spans",
+    "pad_batch",
+    "run_batch_size",
+    "feature_arrays",
+    "batch_feeds",
     "Evaluator",
     "StepStats",
     "PROVIDERS",
@@ -180,24 +182,24 @@ def _to_device(array: np.ndarray, device: str) -> ort.OrtValue:
     return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), kind, index)
 
 
-def _batches(n: int, batch: int) -> list[tuple[int, int]]:
+def batch_spans(n: int, batch: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch, n)) for s in range(0, n, batch)]
 
 
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
+def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
     if len(x) == size:
         return x
     pad = np.zeros((size - len(x), *x.shape[1:]), dtype=x.dtype)
     return np.concatenate([x, pad])
 
 
-def _batch_size(model: Model, batch_size: int) -> int:
+def run_batch_size(model: Model, batch_size: int) -> int:
     if batch_size < 1:
         raise OptionError(f"batch size must be >= 1, got {batch_size}")
     return int(model.fixed_batch) if model.fixed_batch else int(batch_size)
 
 
-def _features(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def feature_arrays(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The model's inputs from a data set, one array, or arrays by name (checked once)."""
     from .data import Dataset, check_features
 
@@ -210,85 +212,12 @@ def _features(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray
                           model)[0]
 
 
-def _batch_feeds(model: Model, features: Mapping[str, np.ndarray], spans: Sequence[tuple[int, int]],
+def batch_feeds(model: Model, features: Mapping[str, np.ndarray], spans: Sequence[tuple[int, int]],
                  batch: int, device: str) -> list[dict[str, ort.OrtValue]]:
     """Each batch's inputs as device values; a fixed-batch model gets zero-padded batches."""
     fixed = bool(model.fixed_batch)
-    return [{name: _to_device(_pad(a[s:e], batch) if fixed else a[s:e], device) for name, a in features.items()}
+    return [{name: _to_device(pad_batch(a[s:e], batch) if fixed else a[s:e], device) for name, a in features.items()}
             for s, e in spans]
-
-
-def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray], *, batch_size: int = 256,
-                   provider: str = "auto", progress: bool | None = False) -> np.ndarray:
-    """Logits ``[N, K]`` (float32) of the samples at the exported weights.
-
-    Parameters
-    ----------
-    model : Model
-    data : Dataset, ndarray or mapping of str to ndarray
-        Samples: a data set (its labels are not used), the samples of a one-input model,
-        or arrays by input name.
-    batch_size : int, default=256
-    provider : {"auto", "cuda", "cpu"}, default="auto"
-    progress : bool, optional
-
-    Notes
-    -----
-    Logits as docs/concepts.md, "Setting" reads them: the input of a final Softmax, the
-    flattened output, ``log max(p, 1e-12)`` of probabilities, ``[0, z]`` for a sigmoid.
-    A model with a batch fixed in the graph is run that many samples at a time.
-    """
-    device = resolve_provider(provider)
-    session = make_session(G.evaluation_graph(model, with_loss=False), device, config=model.session_config)
-    bs = _batch_size(model, batch_size)
-    features = _features(model, data)
-    n = len(next(iter(features.values())))
-    out = np.empty((n, model.n_classes), dtype=np.float32)
-    spans = _batches(n, bs)
-    with Progress(len(spans), "predicting", enabled=progress) as bar:
-        for (s, e), feeds in zip(spans, _batch_feeds(model, features, spans, bs, "cpu")):
-            z = session.run_with_ort_values([G.LOGITS], feeds)[0].numpy()
-            out[s:e] = z[: e - s]
-            bar.advance()
-    return out
-
-
-def deployed_logits(model: Model, data: Dataset, *, batch_size: int = 256, provider: str = "auto") -> np.ndarray:
-    """Logits ``[N, K]`` of the graph as exported, for a model audited through its float32 twin.
-
-    The deployed graph (:attr:`auditor.model.Model.deployed`: float16 or quantised) runs as
-    is, with its own input types; its logits tensor is read as :func:`predict_logits`
-    reads the twin's and returned in float64.
-
-    Raises
-    ------
-    ModelError
-        The model has no deployed graph (it was float32), or ONNX Runtime cannot run it.
-    """
-    if model.deployed is None:
-        raise ModelError(f"'{model.path}' is a float32 model: it has no separate deployed graph")
-    m = onnx.ModelProto()
-    m.CopyFrom(model.deployed)
-    m.ir_version = min(m.ir_version, G.MAX_IR_VERSION)
-    del m.graph.output[:]
-    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(model.logits_name))
-    session = make_session(m, resolve_provider(provider))
-    types = {i.name: i.type for i in session.get_inputs()}
-    features = _features(model, data)
-    n = len(next(iter(features.values())))
-    bs = _batch_size(model, batch_size)
-    chunks = []
-    for s, e in _batches(n, bs):
-        feeds = {name: _pad(a[s:e], bs) if model.fixed_batch else a[s:e] for name, a in features.items()}
-        feeds = {name: v.astype(np.float16) if types.get(name) == "tensor(float16)" else v for name, v in feeds.items()}
-        z = np.asarray(session.run([model.logits_name], feeds)[0], dtype=np.float64)
-        chunks.append(z.reshape(z.shape[0], -1)[: e - s])
-    z = np.concatenate(chunks)
-    if model.logits_kind == "probabilities":
-        return np.log(np.maximum(z, 1e-12))
-    if model.logits_kind == "sigmoid":
-        return np.concatenate([np.zeros_like(z), z], axis=1)
-    return z
 
 
 @dataclass(frozen=True)
@@ -377,13 +306,13 @@ class Evaluator:
         self.device = resolve_provider(provider)
         self.n_directions = n_directions
         self.n_classes = int(model.n_classes)
-        self.batch_size = _batch_size(model, batch_size)
+        self.batch_size = run_batch_size(model, batch_size)
         self.base = model.weights()
         data = check_dataset(data, model)
         self.y = np.asarray(data.y, dtype=np.int64)
-        self.spans = _batches(len(self.y), self.batch_size)
+        self.spans = batch_spans(len(self.y), self.batch_size)
         # Data and labels live on the device for the whole run.
-        self._feeds = _batch_feeds(model, {**data.features, G.LABELS: self.y}, self.spans, self.batch_size,
+        self._feeds = batch_feeds(model, {**data.features, G.LABELS: self.y}, self.spans, self.batch_size,
                                    self.device)
         self._directions: list[dict[str, np.ndarray]] = []
         self._bound: dict[str, ort.OrtValue] = {}
