@@ -7,19 +7,36 @@ check failed, 2 bad input or options (one line on stderr, no traceback unless
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import shutil
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperCommand
 
-from .errors import AuditorError, OptionError
+from .cli_options import (
+    DebugOption,
+    DeviceOption,
+    GrayscaleOption,
+    ImageSizeOption,
+    LabelColumnOption,
+    LayoutOption,
+    MaxLengthOption,
+    MeanOption,
+    PaddingOption,
+    StdOption,
+    TextColumnOption,
+    TokenizerOption,
+    data_kwargs,
+    echo,
+    guarded,
+    load_data_file,
+    parse_floats,
+    parse_ints,
+)
+from .errors import OptionError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,113 +54,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when it works, else CPU), cuda or cpu.")]
-
-
-def _echo(message: str) -> None:
-    typer.echo(message, err=True)
-
-
-def _guarded(fn: F) -> F:
-    """Turn AuditorError into one line + exit 2, Ctrl-C into exit 130, a bug into exit 101."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug"))
-        try:
-            return fn(*args, **kwargs)
-        except AuditorError as err:
-            if debug:
-                traceback.print_exc()
-            _echo(f"error: {err}")
-            raise typer.Exit(code=2) from err
-        except KeyboardInterrupt:
-            _echo("interrupted: nothing was written; earlier results are intact")
-            raise typer.Exit(code=130) from None
-        except typer.Exit:
-            raise
-        except Exception as err:  # a bug in the auditor, not bad input
-            if debug:
-                traceback.print_exc()
-            _echo(f"internal error: {type(err).__name__}: {err}. This is a bug in the auditor; rerun with "
-                  "--debug and report the traceback.")
-            raise typer.Exit(code=101) from err
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError as err:
-        raise OptionError(f"{option} {text!r}: expected comma-separated numbers, e.g. {option} -0.2,0,0.2") from err
-
-
-def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError as err:
-        raise OptionError(f"{option} {text!r}: expected comma-separated class ids, e.g. {option} 3,5") from err
-
-
-def _image_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError as err:
-        raise OptionError(f"--image-size {text!r}: expected HxW, e.g. --image-size 32x32") from err
-    return h, w
-
-
-LabelColumnOption = Annotated[str, typer.Option(help="CSV/JSONL label column.")]
-ImageSizeOption = Annotated[str | None, typer.Option(help="Resize images to HxW.")]
-LayoutOption = Annotated[str, typer.Option(help="Image layout: NCHW or NHWC.")]
-MeanOption = Annotated[str | None, typer.Option(help="Per-channel mean for images, comma-separated.")]
-StdOption = Annotated[str | None, typer.Option(help="Per-channel std for images, comma-separated.")]
-GrayscaleOption = Annotated[bool, typer.Option(help="Read images as one channel.")]
-TextColumnOption = Annotated[list[str] | None, typer.Option(
-    "--text-column", help="Text data (.csv/.jsonl): the text column; give it twice for text pairs.")]
-TokenizerOption = Annotated[Path | None, typer.Option(help="Text data: the model's tokenizer.json.")]
-MaxLengthOption = Annotated[int, typer.Option(help="Text data: truncate texts to this many tokens.")]
-PaddingOption = Annotated[str, typer.Option(help="Text data: pad to the longest text, or to max_length.")]
-
-
-def _data_kwargs(*, label_column: str = "label", image_size: str | None = None, layout: str = "NCHW",
-                 mean: str | None = None, std: str | None = None, grayscale: bool = False,
-                 text_column: list[str] | None = None, tokenizer: Path | None = None, max_length: int = 128,
-                 padding: str = "longest") -> dict[str, Any]:
-    """The data options of the command line as :func:`auditor.load_data` keywords."""
-    kwargs: dict[str, Any] = {"label_column": label_column, "layout": layout, "grayscale": grayscale,
-                              "text_column": text_column or None, "tokenizer": tokenizer, "max_length": max_length,
-                              "padding": padding}
-    if image_size is not None:
-        kwargs["image_size"] = _image_size(image_size)
-    if mean is not None:
-        kwargs["mean"] = _floats(mean, "--mean")
-    if std is not None:
-        kwargs["std"] = _floats(std, "--std")
-    return kwargs
-
-
-def _load_data(path: Path, kwargs: dict[str, Any]) -> Any:
-    from .data import load_data
-
-    return load_data(path, **kwargs)
-
-
 # ----------------------------------------------------------------------------- inspect
 
 
 @app.command()
-@_guarded
+@guarded
 def inspect(
     model: Annotated[Path, typer.Argument(help="The .onnx file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -151,7 +66,7 @@ def inspect(
     debug: DebugOption = False,
 ) -> None:
     """Describe MODEL: input, logits, classes, opset, producer and the parameters θ."""
-    from .graph import gradient_support
+    from .differentiable import gradient_support
     from .model import load_model
 
     m = load_model(model, exclude=exclude or ())
@@ -274,10 +189,10 @@ def _run(model: Path, data: Path, out: Path, *, gradient_data: Path | None, opti
     from .model import load_model
     from .save import save_audit
 
-    say = (lambda m: None) if quiet else _echo
+    say = (lambda m: None) if quiet else echo
     m = load_model(model, exclude=options.exclude)
-    d = _load_data(data, data_kwargs)
-    g = _load_data(gradient_data, data_kwargs) if gradient_data else None
+    d = load_data_file(data, data_kwargs)
+    g = load_data_file(gradient_data, data_kwargs) if gradient_data else None
     say(f"auditing {model} ({m.n_classes} classes, {m.n_parameters:,} parameters) on {len(d)} samples")
     result = run_audit(m, d, options, gradient_data=g, gate=checks, dance=dance, log=say, progress=None if not quiet
                        else False, executor=executor, checkpoint=checkpoint)
@@ -303,7 +218,7 @@ class _OptionalValueCommand(TyperCommand):
 
 
 @app.command(cls=_OptionalValueCommand)
-@_guarded
+@guarded
 def audit(
     model: Annotated[Path, typer.Argument(help="The .onnx classifier.")],
     data: Annotated[Path, typer.Option("--data", help=".npz (x, y), an image folder, or a .csv.")],
@@ -364,14 +279,15 @@ def audit(
     from .audit import AuditOptions
 
     options = AuditOptions(
-        normalization=normalization, include_1d=include_1d, alphas=_floats(alphas, "--alphas"),
-        classes=_ints(classes, "--classes"), pairs=pairs, candidates=candidates, grid=grid, budget=budget, basis=basis,
+        normalization=normalization, include_1d=include_1d, alphas=parse_floats(alphas, "--alphas"),
+        classes=parse_ints(classes, "--classes"), pairs=pairs, candidates=candidates, grid=grid, budget=budget,
+        basis=basis,
         learning_rate=learning_rate, batch_size=batch_size, max_per_class=max_per_class, provider=device,
         strategy=strategy, exclude=tuple(exclude or ()))
     checks = _gate_checks(gate, gate_config)
     result = _run(model, data, out, gradient_data=gradient_data, options=options, checks=checks, dance=dance,
                   report=report, quiet=quiet, executor=_executor(ray, ray_workers, device), checkpoint=checkpoint,
-                  data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
+                  data_kwargs=data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
                                            mean=mean, std=std, grayscale=grayscale, text_column=text_column,
                                            tokenizer=tokenizer, max_length=max_length, padding=padding))
     _print_summary(result)
@@ -389,7 +305,7 @@ def _compare(baseline: Path, candidate: Path, data: Path, out: Path, *, options:
     from .comparison import compare
     from .save import save_compare
 
-    say = (lambda m: None) if quiet else _echo
+    say = (lambda m: None) if quiet else echo
     result = compare(baseline, candidate, data, options, gate=checks, data_kwargs=data_kwargs, log=say,
                      progress=None if not quiet else False)
     if result.inputs.line:
@@ -402,7 +318,7 @@ def _compare(baseline: Path, candidate: Path, data: Path, out: Path, *, options:
 
 
 @app.command()
-@_guarded
+@guarded
 def compare(
     baseline: Annotated[Path, typer.Argument(help="The .onnx model in production (the reference).")],
     candidate: Annotated[Path, typer.Argument(help="The .onnx model that would replace it.")],
@@ -446,7 +362,7 @@ def compare(
                              normalization=normalization)
     checks = _gate_checks(gate, gate_config, quantities=COMPARE_QUANTITIES, defaults=DEFAULT_COMPARE_CHECKS)
     result = _compare(baseline, candidate, data, out, options=options, checks=checks, report=report, quiet=quiet,
-                      data_kwargs=_data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
+                      data_kwargs=data_kwargs(label_column=label_column, image_size=image_size, layout=layout,
                                                mean=mean, std=std, grayscale=grayscale, text_column=text_column,
                                                tokenizer=tokenizer, max_length=max_length, padding=padding))
     if result.gate is not None and result.gate.failed:
@@ -457,7 +373,7 @@ def compare(
 
 
 @app.command()
-@_guarded
+@guarded
 def report(
     results: Annotated[Path, typer.Argument(help="A results.json written by `auditor audit` or `auditor compare`.")],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
@@ -488,7 +404,7 @@ def _results_kind(path: Path) -> str | None:
 
 
 @app.command()
-@_guarded
+@guarded
 def demo(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Where to write the demo report (default ./auditor-demo, or ./auditor-demo-compare).")] = None,
@@ -512,14 +428,14 @@ def demo(
 
         out = out or Path("auditor-demo-compare")
         _compare(paths.model, paths.candidate, paths.data, out, options=CompareOptions(provider=device),
-                 checks=list(DEFAULT_COMPARE_CHECKS), report=True, data_kwargs=_data_kwargs(), quiet=False)
+                 checks=list(DEFAULT_COMPARE_CHECKS), report=True, data_kwargs=data_kwargs(), quiet=False)
         typer.echo(f"\nreport: {(out / 'report.html').resolve()}")
         return
     out = out or Path("auditor-demo")
     options = AuditOptions(provider=device)  # the default budget sizes the 2-D models
     result = _run(paths.model, paths.data, out, gradient_data=paths.train, options=options,
                   checks=list(DEFAULT_CHECKS), dance=paths.dance, report=True, quiet=False,
-                  data_kwargs=_data_kwargs())
+                  data_kwargs=data_kwargs())
     _print_summary(result)
     _print_gate(result.gate)
     typer.echo(f"\nreport: {(out / 'report.html').resolve()}")
@@ -529,7 +445,7 @@ def demo(
 
 
 @app.command()
-@_guarded
+@guarded
 def dance(
     log: Annotated[Path | None, typer.Argument(help="A label-dancing log written by the training hook.")] = None,
     checkpoints: Annotated[str | None, typer.Option(
@@ -562,10 +478,10 @@ def dance(
     if checkpoints is not None:
         if data is None:
             raise OptionError("--checkpoints needs --data: the probe set the checkpoints predict")
-        kwargs = _data_kwargs(label_column=label_column, image_size=image_size, layout=layout, mean=mean, std=std,
+        kwargs = data_kwargs(label_column=label_column, image_size=image_size, layout=layout, mean=mean, std=std,
                               grayscale=grayscale, text_column=text_column, tokenizer=tokenizer,
                               max_length=max_length, padding=padding)
-        probe = _load_data(data, kwargs).stratified(max_per_class)
+        probe = load_data_file(data, kwargs).stratified(max_per_class)
         analysis = dance_analysis(predict_checkpoints(checkpoints, probe, provider=device))
     else:
         assert log is not None

@@ -12,10 +12,14 @@ Two ways to evaluate the model at perturbed weights ``θ* + Σ_j c_j d_j``
   rebuilt and the weights never leave the device.
 - ``"rebuild"``: one new session per step with the perturbed weights as initializers.
   On CPU this can be faster, since ONNX Runtime pre-packs constant weights
-  (measured in benchmarks/RESULTS.md). The session is made from the serialised graph without weights plus
-  the serialised new initializers (protobuf merges concatenated messages), so no model
-  copy is made per step. Weights are real initializers, not ``add_initializer``
+  (measured in benchmarks/RESULTS.md). The session is made from a graph serialised once
+  with every weight declared as external data, and each step hands ONNX Runtime the new
+  arrays in memory (:func:`auditor.strategy.external_weights_shell`): no protobuf of the
+  weights is built per step. They are real initializers, not ``add_initializer``
   overrides, which ONNX Runtime may silently ignore for Conv weights.
+
+Evaluators made by :meth:`Evaluator.restricted` (a subset of the samples, another number
+of directions) share their parent's sessions and the probe's measured costs.
 
 ``strategy="auto"`` times both on the first batches and keeps the faster; the choice and
 the timings are recorded.
@@ -31,7 +35,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,25 +42,18 @@ import onnx
 import onnxruntime as ort
 
 from . import graph as G
+from .batching import _to_device as _to_device
+from .batching import batch_feeds, batch_spans, feature_arrays, pad_batch, run_batch_size
 from .errors import ModelError, OptionError
-from .progress import Progress
+from .step_stats import StepStats
 from .strategy import StrategyCosts, external_weights_shell
 
 if TYPE_CHECKING:
     from .data import Dataset
     from .model import Model
 
-__all__ = [
-    "resolve_provider",
-    "make_session",
-    "run_once",
-    "predict_logits",
-    "deployed_logits",
-    "Evaluator",
-    "StepStats",
-    "StrategyCosts",
-    "PROVIDERS",
-]
+__all__ = ["resolve_provider", "make_session", "run_once", "batch_spans", "pad_batch", "run_batch_size",
+           "feature_arrays", "batch_feeds", "Evaluator", "StepStats", "StrategyCosts", "PROVIDERS"]
 
 PROVIDERS = ("auto", "cuda", "cpu")
 _CUDA = "CUDAExecutionProvider"
@@ -173,186 +169,6 @@ def run_once(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], output: st
     return np.asarray(make_session(m, "cpu").run([output], dict(feeds))[0])
 
 
-def _device_args(device: str) -> tuple[str, int]:
-    return ("cuda", 0) if device == "cuda" else ("cpu", 0)
-
-
-def _to_device(array: np.ndarray, device: str) -> ort.OrtValue:
-    kind, index = _device_args(device)
-    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), kind, index)
-
-
-def _batches(n: int, batch: int) -> list[tuple[int, int]]:
-    return [(s, min(s + batch, n)) for s in range(0, n, batch)]
-
-
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
-    if len(x) == size:
-        return x
-    pad = np.zeros((size - len(x), *x.shape[1:]), dtype=x.dtype)
-    return np.concatenate([x, pad])
-
-
-def _batch_size(model: Model, batch_size: int) -> int:
-    if batch_size < 1:
-        raise OptionError(f"batch size must be >= 1, got {batch_size}")
-    return int(model.fixed_batch) if model.fixed_batch else int(batch_size)
-
-
-def _features(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The model's inputs from a data set, one array, or arrays by name (checked once)."""
-    from .data import Dataset, check_features
-
-    if isinstance(data, Dataset):
-        if data.checked_for == model.signature:
-            return dict(data.features)
-        return check_features(data.features, model)[0]
-    arrays = dict(data) if isinstance(data, Mapping) else {Dataset.UNNAMED: np.asarray(data)}
-    return check_features(Dataset(arrays, np.zeros(len(next(iter(arrays.values()))), np.int64)).features,
-                          model)[0]
-
-
-def _batch_feeds(model: Model, features: Mapping[str, np.ndarray], spans: Sequence[tuple[int, int]],
-                 batch: int, device: str) -> list[dict[str, ort.OrtValue]]:
-    """Each batch's inputs as device values; a fixed-batch model gets zero-padded batches."""
-    fixed = bool(model.fixed_batch)
-    return [{name: _to_device(_pad(a[s:e], batch) if fixed else a[s:e], device) for name, a in features.items()}
-            for s, e in spans]
-
-
-def predict_logits(model: Model, data: Dataset | np.ndarray | Mapping[str, np.ndarray], *, batch_size: int = 256,
-                   provider: str = "auto", progress: bool | None = False) -> np.ndarray:
-    """Logits ``[N, K]`` (float32) of the samples at the exported weights.
-
-    Parameters
-    ----------
-    model : Model
-    data : Dataset, ndarray or mapping of str to ndarray
-        Samples: a data set (its labels are not used), the samples of a one-input model,
-        or arrays by input name.
-    batch_size : int, default=256
-    provider : {"auto", "cuda", "cpu"}, default="auto"
-    progress : bool, optional
-
-    Notes
-    -----
-    Logits as docs/concepts.md, "Setting" reads them: the input of a final Softmax, the
-    flattened output, ``log max(p, 1e-12)`` of probabilities, ``[0, z]`` for a sigmoid.
-    A model with a batch fixed in the graph is run that many samples at a time.
-    """
-    device = resolve_provider(provider)
-    session = make_session(G.evaluation_graph(model, with_loss=False), device, config=model.session_config)
-    bs = _batch_size(model, batch_size)
-    features = _features(model, data)
-    n = len(next(iter(features.values())))
-    out = np.empty((n, model.n_classes), dtype=np.float32)
-    spans = _batches(n, bs)
-    with Progress(len(spans), "predicting", enabled=progress) as bar:
-        for (s, e), feeds in zip(spans, _batch_feeds(model, features, spans, bs, "cpu")):
-            z = session.run_with_ort_values([G.LOGITS], feeds)[0].numpy()
-            out[s:e] = z[: e - s]
-            bar.advance()
-    return out
-
-
-def deployed_logits(model: Model, data: Dataset, *, batch_size: int = 256, provider: str = "auto") -> np.ndarray:
-    """Logits ``[N, K]`` of the graph as exported, for a model audited through its float32 twin.
-
-    The deployed graph (:attr:`auditor.model.Model.deployed`: float16 or quantised) runs as
-    is, with its own input types; its logits tensor is read as :func:`predict_logits`
-    reads the twin's and returned in float64.
-
-    Raises
-    ------
-    ModelError
-        The model has no deployed graph (it was float32), or ONNX Runtime cannot run it.
-    """
-    if model.deployed is None:
-        raise ModelError(f"'{model.path}' is a float32 model: it has no separate deployed graph")
-    m = onnx.ModelProto()
-    m.CopyFrom(model.deployed)
-    m.ir_version = min(m.ir_version, G.MAX_IR_VERSION)
-    del m.graph.output[:]
-    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(model.logits_name))
-    session = make_session(m, resolve_provider(provider))
-    types = {i.name: i.type for i in session.get_inputs()}
-    features = _features(model, data)
-    n = len(next(iter(features.values())))
-    bs = _batch_size(model, batch_size)
-    chunks = []
-    for s, e in _batches(n, bs):
-        feeds = {name: _pad(a[s:e], bs) if model.fixed_batch else a[s:e] for name, a in features.items()}
-        feeds = {name: v.astype(np.float16) if types.get(name) == "tensor(float16)" else v for name, v in feeds.items()}
-        z = np.asarray(session.run([model.logits_name], feeds)[0], dtype=np.float64)
-        chunks.append(z.reshape(z.shape[0], -1)[: e - s])
-    z = np.concatenate(chunks)
-    if model.logits_kind == "probabilities":
-        return np.log(np.maximum(z, 1e-12))
-    if model.logits_kind == "sigmoid":
-        return np.concatenate([np.zeros_like(z), z], axis=1)
-    return z
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """Per-class sums of one pass over the data at one weight setting.
-
-    Attributes
-    ----------
-    loss_sum : ndarray of shape (K,), float64
-        Σ of per-sample cross-entropy over each true class.
-    count : ndarray of shape (K,), int64
-        Samples per true class.
-    confusion : ndarray of shape (K, K), int64
-        ``confusion[c, k]``: samples of class c predicted as k.
-    predictions : ndarray of shape (N,), int64, or None
-        Each sample's predicted class, when asked for (``evaluate(..., keep_predictions=True)``).
-    soft_confusion : ndarray of shape (K, K), float64, or None
-        ``soft_confusion[c, k] = Σ_{i∈D_c} p_k(x_i)``, the softmax probabilities summed by
-        true class (rows sum to the class counts); only when the pass was asked for it.
-    """
-
-    loss_sum: np.ndarray
-    count: np.ndarray
-    confusion: np.ndarray
-    predictions: np.ndarray | None = None
-    soft_confusion: np.ndarray | None = None
-
-    @classmethod
-    def from_logits(cls, logits: np.ndarray, y: np.ndarray, n_classes: int) -> StepStats:
-        """The same sums from logits ``[N, K]`` (float64 cross-entropy; argmax ties to the lowest index),
-        with the predictions and the softmax sums."""
-        z = np.asarray(logits, dtype=np.float64)
-        top = z.max(axis=1, keepdims=True)
-        logp = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
-        loss = -logp[np.arange(len(y)), y]
-        pred = z.argmax(axis=1)
-        k = n_classes
-        confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-        soft = np.zeros((k, k))
-        np.add.at(soft, y, np.exp(logp))
-        return cls(loss_sum=np.bincount(y, weights=loss, minlength=k), count=confusion.sum(axis=1),
-                   confusion=confusion.astype(np.int64), predictions=pred.astype(np.int64), soft_confusion=soft)
-
-    @property
-    def loss(self) -> np.ndarray:
-        """Per-class mean loss ``L_c``; NaN for an absent class."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 0, self.loss_sum / np.maximum(self.count, 1), np.nan)
-
-    @property
-    def accuracy(self) -> np.ndarray:
-        """Per-class accuracy ``A_c``; NaN for an absent class."""
-        correct = np.diagonal(self.confusion).astype(np.float64)
-        return np.where(self.count > 0, correct / np.maximum(self.count, 1), np.nan)
-
-    @property
-    def flow(self) -> np.ndarray:
-        """Row-normalised confusion: share of class c' predicted as k; NaN rows for absent classes."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.confusion / self.count[:, None].astype(np.float64)
-
-
 class _Sessions:
     """What evaluators of one model on one device share: sessions that do not depend on the data."""
 
@@ -425,13 +241,13 @@ class Evaluator:
         self._sessions = _sessions if _sessions is not None else _Sessions(model, self.device)
         self.n_directions = n_directions
         self.n_classes = int(model.n_classes)
-        self.batch_size = _batch_size(model, batch_size)
+        self.batch_size = run_batch_size(model, batch_size)
         self.base = self._sessions.base
         self.data = check_dataset(data, model)
         self.y = np.asarray(self.data.y, dtype=np.int64)
-        self.spans = _batches(len(self.y), self.batch_size)
+        self.spans = batch_spans(len(self.y), self.batch_size)
         # Data and labels live on the device for the whole run.
-        self._feeds = _batch_feeds(model, {**self.data.features, G.LABELS: self.y}, self.spans, self.batch_size,
+        self._feeds = batch_feeds(model, {**self.data.features, G.LABELS: self.y}, self.spans, self.batch_size,
                                    self.device)
         self._directions: list[dict[str, np.ndarray]] = []
         self._bound: dict[str, ort.OrtValue] = {}

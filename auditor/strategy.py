@@ -85,4 +85,4 @@ def external_weights_shell(model: Model) -> bytes:
             entry = t.external_data.add()
             entry.key, entry.value = key, value
         m.graph.initializer.append(t)
-    return m.SerializeToString()
+    return bytes(m.SerializeToString())

@@ -31,7 +31,8 @@ def main() -> None:
 
     import auditor
     from auditor import graph as G
-    from auditor.runtime import make_session, predict_logits, resolve_provider
+    from auditor.inference import predict_logits
+    from auditor.runtime import make_session, resolve_provider
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10240)

@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     why = cuda_unavailable()
     if why is not None:
-        print(f"bench_gpu: skipped, {why.split('; use ')[0]}")
+        print(f"skipped: no working CUDA provider on this machine ({why})")
         return
     print(f"machine: {machine()}")
     import auditor

@@ -35,7 +35,8 @@ def soft_from_logits(z: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
 def time_one(k: int, n: int, device: str, repeat: int) -> dict[str, float]:
     """Best seconds of each way, interleaved, for a K-class residual CNN."""
     import auditor
-    from auditor.runtime import Evaluator, predict_logits
+    from auditor.inference import predict_logits
+    from auditor.runtime import Evaluator
 
     shape = (3, 32, 32)
     x, y = data(n, k, shape)

@@ -254,7 +254,7 @@ def conditioning(result: Any) -> dict[str, float]:
 
 def run_one(config: Config, seed: int, tmp: Path) -> dict[str, Any]:
     import auditor
-    from auditor.runtime import predict_logits
+    from auditor.inference import predict_logits
 
     t0 = time.perf_counter()
     splits = config.splits(seed)

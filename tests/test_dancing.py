@@ -109,7 +109,7 @@ def test_log_and_checkpoint_paths_give_identical_analyses(tmp_path: Path, monkey
     from .conftest import make_mlp, random_mlp_weights
 
     calls = iter(PRED)  # the checkpoints "predict" the log's records
-    monkeypatch.setattr("auditor.runtime.predict_logits", lambda model, x, **kw: np.eye(3)[next(calls)])
+    monkeypatch.setattr("auditor.inference.predict_logits", lambda model, x, **kw: np.eye(3)[next(calls)])
     for t in range(len(PRED)):
         make_mlp(tmp_path / f"epoch_{t}.onnx", random_mlp_weights(1, 4, 3, seed=t))
     probe = auditor.Dataset(np.zeros((5, 1), np.float32), LABELS, ("a", "b", "c"))

@@ -7,7 +7,7 @@ import pytest
 
 import auditor
 from auditor.examples import PER_DIRECTION, THUMBNAIL_SIDE, PairExamples, confused_examples
-from auditor.runtime import predict_logits
+from auditor.inference import predict_logits
 
 from .conftest import zoo_entry
 

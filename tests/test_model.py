@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import auditor
 from auditor.cli import app
 from auditor.errors import ModelError
-from auditor.runtime import predict_logits
+from auditor.inference import predict_logits
 
 KINDS = {"logits": ("logits", "softmax_input"), "probabilities": ("probabilities",), "sigmoid": ("sigmoid",)}
 

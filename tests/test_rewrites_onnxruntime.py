@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import auditor
-from auditor import graph as G
+from auditor.differentiable import check_gradient_support
 from auditor.errors import UnsupportedNodeError
 from auditor.rewrites import needed_rewrites
 
@@ -240,7 +240,7 @@ def test_fused_attention_is_refused_in_one_line_saying_how_to_export(tmp_path) -
     onnx.save(transformer_chain(attention=True), path)
     model = auditor.load_model(path)
     with pytest.raises(UnsupportedNodeError) as err:
-        G.check_gradient_support(model)
+        check_gradient_support(model)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("node 'attn' (com.microsoft.Attention) is ONNX Runtime's fused attention")
@@ -254,7 +254,7 @@ def test_other_contrib_ops_and_layout_ops_get_their_own_advice(tmp_path) -> None
         path = tmp_path / f"{op}.onnx"
         onnx.save(cnn(middle, [], c_in=2, c_mid=3, c_out=3, hw=5), path)
         with pytest.raises(UnsupportedNodeError, match=rf"^node 'odd' \({domain}\.{op}\) .*{expected}"):
-            G.check_gradient_support(auditor.load_model(path))
+            check_gradient_support(auditor.load_model(path))
 
 
 def test_standard_attention_of_opset_23_needs_no_rewrite_and_gets_exact_gradients(tmp_path) -> None:

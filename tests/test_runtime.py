@@ -12,7 +12,8 @@ import pytest
 
 import auditor
 from auditor.errors import OptionError
-from auditor.runtime import Evaluator, _cuda_works, predict_logits, resolve_provider
+from auditor.inference import predict_logits
+from auditor.runtime import Evaluator, _cuda_works, resolve_provider
 
 from .conftest import ZOO, zoo_entry
 

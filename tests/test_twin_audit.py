@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 import auditor
-from auditor.runtime import StepStats, deployed_logits, predict_logits
+from auditor.inference import deployed_logits, predict_logits
+from auditor.runtime import StepStats
 
 from .deployed import deployed_entry, deployed_names
 

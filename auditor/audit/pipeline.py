@@ -25,16 +25,17 @@ from auditor.cct import CrossClassTestResult, plan_cct
 from auditor.confusion import ErrorShare, error_share, pair_confusion
 from auditor.dancing import DanceAnalysis, dance_analysis
 from auditor.data import Dataset, check_dataset
+from auditor.differentiable import check_gradient_support
 from auditor.errors import OptionError
 from auditor.examples import PairExamples, confused_examples
 from auditor.execution import BasePass, Checkpoint, Executor, Payload, SerialExecutor, Task
 from auditor.gate import DEFAULT_CHECKS, Check, evaluate_gate
 from auditor.gradients import ClassGradients, EgoDirectionStream
-from auditor.graph import check_gradient_support
+from auditor.inference import deployed_logits, predict_logits
 from auditor.interference import InterferenceResult, interference, ranked_pairs
 from auditor.landscape import InterferenceModel, flatness, interference_model
 from auditor.model import Model
-from auditor.runtime import StepStats, deployed_logits, predict_logits
+from auditor.runtime import StepStats
 
 from . import tasks
 from .costing import PlaneCosts, with_actual

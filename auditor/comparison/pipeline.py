@@ -16,8 +16,9 @@ import numpy as np
 from auditor.data import Dataset, check_dataset, load_data
 from auditor.errors import DataError, ModelError
 from auditor.gate import COMPARE_QUANTITIES, DEFAULT_COMPARE_CHECKS, Check, evaluate_gate
+from auditor.inference import deployed_logits, predict_logits
 from auditor.model import Model, load_model
-from auditor.runtime import deployed_logits, predict_logits, resolve_provider
+from auditor.runtime import resolve_provider
 
 from .analysis import agreement, compare_classes, compare_overall, flip_groups
 from .inputs import InputMatch, match_models, model_class_names
@@ -86,7 +87,7 @@ def _interference(baseline: Model, candidate: Model, data_b: Dataset, data_c: Da
 
 def _check_interference_support(models: Sequence[tuple[str, Model]]) -> None:
     """Fail before any work when a model's graph cannot be differentiated."""
-    from auditor.graph import check_gradient_support
+    from auditor.differentiable import check_gradient_support
 
     for role, model in models:
         try:

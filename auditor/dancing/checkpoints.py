@@ -105,9 +105,9 @@ def predict_checkpoints(paths_or_glob: str | Sequence[str | os.PathLike[str]], d
     one and they are all different, else ``0..T-1``.
     """
     from auditor.data import Dataset, check_dataset
+    from auditor.inference import predict_logits
     from auditor.model import load_model
     from auditor.progress import Progress
-    from auditor.runtime import predict_logits
 
     if isinstance(data, tuple) and len(data) == 2:
         data = Dataset(data[0], data[1])
