@@ -34,6 +34,7 @@ class PlaneCosts:
     def __init__(self, y: np.ndarray, directions: Directions, options: AuditOptions, speed: Speed) -> None:
         self.y, self.directions, self.options, self.speed = y, directions, options, speed
         self._sizes: dict[tuple[tuple[int, int], bool], tuple[int, int]] = {}
+        self._one_d: dict[tuple[int, int], bool] = {}
 
     def lattice_samples(self, pair: tuple[int, int], budgeted: bool) -> int:
         """The lattice's subsample: D_a ∪ D_b and as many samples again of the other classes when
@@ -49,16 +50,25 @@ class PlaneCosts:
             self._sizes[key] = (len(lattice), len(both))
         return self._sizes[key]
 
-    def pair(self, pair: tuple[int, int], grid: int, lattice: int, budgeted: bool) -> StageCost:
-        one_d = self.options.basis == "orthonormal" and parallel(self.directions, *pair)
-        return pair_cost(self.speed, *self.sizes(pair, budgeted), grid, lattice, one_d)
+    def pair(self, pair: tuple[int, int], grid: int, lattice: int, budgeted: bool, *,
+             exact: bool = True) -> StageCost:
+        """A pair's cost; ``exact=False`` prices it as a 2-D model, an upper bound that needs no direction."""
+        return pair_cost(self.speed, *self.sizes(pair, budgeted), grid, lattice, exact and self.one_dimensional(pair))
+
+    def one_dimensional(self, pair: tuple[int, int]) -> bool:
+        """The pair's model is 1-D (parallel directions), computed once per pair: the budget prices
+        every pair at every size, and an ego direction of a large model takes a while to form."""
+        if pair not in self._one_d:
+            self._one_d[pair] = self.options.basis == "orthonormal" and parallel(self.directions, *pair)
+        return self._one_d[pair]
 
     def design(self, by_score: Sequence[tuple[int, int]], by_confusion: Sequence[tuple[int, int]],
                allowance_fpe: float, spent: str) -> Design:
         """What the options give, and the budget's choice for the rest (:func:`auditor.budget.choose_design`)."""
         budgeted = self.options.grid is None
         return choose_design(allowance_fpe=allowance_fpe, by_score=by_score, by_confusion=by_confusion,
-                             pair_fpe=lambda p, g, m: self.pair(p, g, m, budgeted).fpe, pairs=self.options.pairs,
+                             pair_fpe=lambda p, g, m: self.pair(p, g, m, budgeted, exact=False).fpe,
+                             pairs=self.options.pairs,
                              grid=self.options.grid, budget=self.options.budget, spent=spent)
 
     def planned(self, design: Design) -> StageCost:
