@@ -462,7 +462,8 @@ class Evaluator:
         self._sessions.costs = costs
         inputs_step, rebuild_step = costs.estimate("inputs", len(self.y)), costs.estimate("rebuild", len(self.y))
         self.timings = {"estimated_step_inputs_s": inputs_step, "estimated_step_rebuild_s": rebuild_step,
-                        "session_creation_s": create, "inputs_stopped": float(stopped),
+                        "session_creation_s": create, "rebuild_overhead_s": rebuilt_one,
+                        "inputs_overhead_s": overhead, "inputs_stopped": float(stopped),
                         "probe_s": time.perf_counter() - start}
         self.strategy = "rebuild" if stopped or inputs_step >= rebuild_step else "inputs"
 

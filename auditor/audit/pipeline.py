@@ -202,8 +202,12 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
 
 
 def _overhead(run: AuditRun) -> float:
-    """Seconds an evaluation costs whatever its size: a session build per step under "rebuild"."""
-    return float(run.strategy_timings.get("session_creation_s", 0.0)) if run.strategy == "rebuild" else 0.0
+    """Seconds an evaluation costs whatever its size: under "rebuild" a step of one sample as the probe
+    timed it (forming the weights, building the session, its first run), else one with weights as inputs."""
+    t = run.strategy_timings
+    if run.strategy == "rebuild":
+        return float(t.get("rebuild_overhead_s", t.get("session_creation_s", 0.0)))
+    return float(t.get("inputs_overhead_s", 0.0))
 
 
 def _class_names(data: Dataset, other: Dataset, model: Model) -> list[str]:
