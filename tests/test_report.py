@@ -371,3 +371,19 @@ def test_agreement_text_without_errors(small: AuditResult) -> None:
     assert text["verdict"] == "undefined" and "makes no errors on the audit data" in text["text"]
     undefined = score_agreement(np.full((5, 5), np.nan), np.ones((5, 5)))
     assert "R is undefined for every pair" in sections.agreement_text(replace(small, agreement=undefined))["text"]
+
+
+def test_interference_model_table_gives_r_and_p_of_its_pair(small: AuditResult, small_html: str) -> None:
+    import html as htmllib
+
+    assert small.models, "the synthetic audit has an interference model"
+    section = small_html[small_html.index('<section id="interference-models"'):]
+    section = section[:section.index("</section>")]
+    header = re.findall(r"<th>(.*?)</th>", section.split("</tr>")[0])
+    assert header[4:6] == ["R", "P"], header
+    rows = re.findall(r"<tr><td class=\"n\">.*?</tr>", section, flags=re.S)
+    for m, row in zip(small.models, rows):
+        cells = [htmllib.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row,
+                                                                                          flags=re.S)]
+        assert cells[4] == fmt_num(float(small.interference.pair_score[m.a, m.b]))
+        assert cells[5] == str(int(small.errors.confusion[m.a, m.b] + small.errors.confusion[m.b, m.a]))
