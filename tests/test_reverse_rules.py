@@ -120,6 +120,9 @@ def test_rules_are_the_ones_in_the_graph(tmp_path) -> None:
     assert fast["MaxUnpool"] == 1 and fast["ScatterND"] == 0 and slow["ScatterND"] == 1
     assert fast["MaxPool"] == 1  # the forward MaxPool gives its indices; no second pooling
     assert fast["Gather"] >= 1  # the weight gradient's row shifts
+    assert fast["Concat"] >= 2 and fast["ConstantOfShape"] >= 1 and fast["Pad"] == 2  # shifts by Concat; x of both 3x3 convs by Pad
+    padded, _ = _ops("3x3 same", tmp_path, off=("concat_shifts",))
+    assert padded["Pad"] > fast["Pad"] and padded["ConstantOfShape"] == 0
     names = {"w1", "b1", "w2", "b2", "w3", "fc", "fcb"}
     assert not names & {v.name for v in m.graph.input}  # θ* baked in
     assert names <= {t.name for t in m.graph.initializer}
@@ -158,3 +161,14 @@ def test_disabled_rejects_unknown_names() -> None:
         with R.disabled("no_such_rule"):
             pass
     assert all(R.enabled(n) for n in R.OPTIMIZATIONS)
+
+
+def test_gradient_session_config_keeps_the_model_entries_and_stops_spinning() -> None:
+    base = {"session.disable_quant_qdq": "1"}
+    config = R.gradient_session_config(base)
+    assert config == {"session.disable_quant_qdq": "1", "session.intra_op.allow_spinning": "0"}
+    assert base == {"session.disable_quant_qdq": "1"}  # the model's own mapping is not changed
+    with R.disabled("no_spinning"):
+        assert R.gradient_session_config(base) == base
+    assert R.gradient_session_config({"session.intra_op.allow_spinning": "1"}) == {
+        "session.intra_op.allow_spinning": "1"}  # an explicit setting of the model wins
