@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import onnx
 from onnx import TensorProto
 
 __all__ = ["conv_reverse"]
@@ -34,8 +33,7 @@ __all__ = ["conv_reverse"]
 Rule = Callable[[Any, Any, list[Any]], list[Any]]
 
 
-def conv_reverse(original: Rule, input_rule: bool = True, weight_rule: bool = True,
-                 concat_shifts: bool = True) -> Rule:
+def conv_reverse(original: Rule, input_rule: bool = True, weight_rule: bool = True) -> Rule:
     """The faster Conv reverse rule, falling back to ``original`` where it does not apply.
 
     ``input_rule`` / ``weight_rule`` switch the two halves off (onnx-ad's formulation is
@@ -61,7 +59,7 @@ def conv_reverse(original: Rule, input_rule: bool = True, weight_rule: bool = Tr
             out[0] = b.op("Reshape", [dx, b.ints([*x_shape, 1])], stem="conv_dx")
         if ctx.asked_for(w):
             if weight_rule:
-                out[1] = _weight_gradient(b, x, dy, attrs, shapes, ctx.dtype(x, y) if concat_shifts else None)
+                out[1] = _weight_gradient(b, x, dy, attrs, shapes)
             else:
                 seeded = b.op("Reshape", [dy, b.ints([*y_shape, 1])], stem="conv_dy_seeded")
                 out[1] = _conv_weight_adjoint(ctx, node, attrs, spatial, seeded)
@@ -114,13 +112,13 @@ def _transposed_input_gradient(b: Any, dy: str, w: str, attrs: dict[str, Any], s
     return result
 
 
-def _weight_gradient(b: Any, x: str, dy: str, attrs: dict[str, Any], s: _Shapes, dtype: int | None) -> str:
+def _weight_gradient(b: Any, x: str, dy: str, attrs: dict[str, Any], s: _Shapes) -> str:
     """``dW`` with a trailing seed axis: ``[Cout, Cin, kh, kw, 1]``."""
     sh, sw = attrs["strides"]
     dh, dw = attrs["dilations"]
     pads = list(attrs["pads"])
     if sh == sw == 1:
-        return _stride_one(b, x, dy, s, dh, dw, pads, dtype)
+        return _stride_one(b, x, dy, s, dh, dw, pads)
     # [B, Cout, Ho, Wo] -> [B, Ho*Wo, Cout]
     adj = b.op("Reshape", [dy, b.ints([s.batch, s.c_out, s.ho * s.wo])], stem="im2col_adjoint_flat")
     adj = b.op("Transpose", [adj], perm=[0, 2, 1], stem="im2col_adjoint")
@@ -147,22 +145,7 @@ def _weight_gradient(b: Any, x: str, dy: str, attrs: dict[str, Any], s: _Shapes,
     return result
 
 
-def _shifted(b: Any, dy: str, s: _Shapes, left: int, right: int, dtype: int) -> str:
-    """``dy`` between ``left`` and ``right`` zero columns, as a ``Concat`` with constant zeros."""
-    parts = []
-    for width in (left, right):
-        if width:
-            zero = onnx.helper.make_tensor("zero", dtype, [1], [0])
-            parts.append(b.op("ConstantOfShape", [b.ints([s.batch, s.c_out, s.ho, width])], value=zero,
-                              stem="wgrad_zeros"))
-        else:
-            parts.append(None)
-    inputs = [name for name in (parts[0], dy, parts[1]) if name is not None]
-    result: str = b.op("Concat", inputs, axis=3, stem="wgrad_adjoint_shift")
-    return result
-
-
-def _stride_one(b: Any, x: str, dy: str, s: _Shapes, dh: int, dw: int, pads: list[int], dtype: int | None) -> str:
+def _stride_one(b: Any, x: str, dy: str, s: _Shapes, dh: int, dw: int, pads: list[int]) -> str:
     """Stride 1: kh row-shifted copies of the padded input, kw column-shifted copies of the adjoint.
 
     ``dW[o, i, p, q] = Σ_b Σ_(y,v) Xpad[b, i, y + p·dh, v] · Aq[b, o, y, v]`` where ``Aq`` is the
@@ -184,9 +167,7 @@ def _stride_one(b: Any, x: str, dy: str, s: _Shapes, dh: int, dw: int, pads: lis
     pieces = []
     for q in range(s.kw):
         adj = dy
-        if wp > s.wo and dtype is not None:
-            adj = _shifted(b, dy, s, q * dw, wp - s.wo - q * dw, dtype)
-        elif wp > s.wo:
+        if wp > s.wo:
             adj = b.op("Pad", [dy, b.ints([0, 0, 0, q * dw, 0, 0, 0, wp - s.wo - q * dw])], mode="constant",
                        stem="wgrad_adjoint_pad")
         adj = b.op("Reshape", [adj, b.ints([s.batch, s.c_out, length])], stem="wgrad_adjoint")

@@ -46,7 +46,6 @@ OPTIMIZATIONS = {
     "average_pool": "GlobalAveragePool's adjoint scaled and broadcast by one Mul",
     "seed_shape": "the seed axis fixed to 1, so seed-axis moves become free Reshapes",
     "constant_weights": "θ* baked into the gradient graph as initializers (folded, pre-packed)",
-    "concat_shifts": "the weight gradient's column-shifted adjoints as Concat with zeros instead of Pad",
     "no_spinning": "the gradient session's idle threads sleep instead of spinning between its many small ops",
 }
 _OFF: set[str] = set()
@@ -99,7 +98,7 @@ def faster_reverse_rules(one_seed: bool = True) -> Iterator[tuple[str, ...]]:
     wanted: dict[str, Rule] = {}
     if one_seed and (enabled("conv_input") or enabled("conv_weight")):
         wanted["Conv"] = conv_reverse(table["Conv"], input_rule=enabled("conv_input"),
-                                      weight_rule=enabled("conv_weight"), concat_shifts=enabled("concat_shifts"))
+                                      weight_rule=enabled("conv_weight"))
     if enabled("relu"):
         wanted["Relu"] = _relu_reverse
     if one_seed and enabled("max_pool"):
