@@ -221,7 +221,10 @@ class GradientStream:
     def run(self, tick: Callable[[], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         model, y, batch, device = self.model, self.y, self.batch, self.device
         shapes = {n: a.shape[1:] for n, a in self.features.items()}
-        session = make_session(G.gradient_graph(model, batch, shapes), device, config=model.session_config)
+        from .reverse_rules import gradient_session_config
+
+        session = make_session(G.gradient_graph(model, batch, shapes), device,
+                               config=gradient_session_config(model.session_config))
         outputs = [o.name for o in session.get_outputs()]
         weights = model.weights()
         binding = session.io_binding()

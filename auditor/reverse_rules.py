@@ -24,7 +24,7 @@ how the benchmark compares before and after in one process.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ import onnx
 
 from .conv_gradient import conv_reverse
 
-__all__ = ["OPTIMIZATIONS", "disabled", "enabled", "faster_reverse_rules"]
+__all__ = ["OPTIMIZATIONS", "disabled", "enabled", "faster_reverse_rules", "gradient_session_config"]
 
 Rule = Callable[[Any, Any, list[Any]], list[Any]]
 
@@ -46,6 +46,7 @@ OPTIMIZATIONS = {
     "average_pool": "GlobalAveragePool's adjoint scaled and broadcast by one Mul",
     "seed_shape": "the seed axis fixed to 1, so seed-axis moves become free Reshapes",
     "constant_weights": "θ* baked into the gradient graph as initializers (folded, pre-packed)",
+    "no_spinning": "the gradient session's idle threads sleep instead of spinning between its many small ops",
 }
 _OFF: set[str] = set()
 
@@ -68,6 +69,20 @@ def disabled(*names: str) -> Iterator[None]:
 def enabled(name: str) -> bool:
     """Whether optimisation ``name`` is on (see :func:`disabled`)."""
     return name not in _OFF
+
+
+def gradient_session_config(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Session config entries for the gradient graph: ``base`` (the model's own) plus the enabled ones.
+
+    With ``no_spinning`` on, ONNX Runtime's intra-op threads sleep between ops instead of
+    spinning. The gradient graph runs many short, memory-bound ops (copies, masks, sums);
+    on a machine whose cores are shared, spinning threads took the cores the working
+    thread needed (benchmarks/RESULTS.md, "Gradient pass"). The thread count is unchanged.
+    """
+    config = dict(base or {})
+    if enabled("no_spinning"):
+        config.setdefault("session.intra_op.allow_spinning", "0")
+    return config
 
 
 @contextlib.contextmanager

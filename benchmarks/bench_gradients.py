@@ -103,7 +103,8 @@ def batch_variants(model, x: np.ndarray, batch: int) -> dict[str, Callable[[], o
         "forward batch": lambda: forward.run(None, {model.input_name: xb, G.LABELS: labels})}
     for label, off in settings.items():
         with R.disabled(*off):
-            session = make_session(G.gradient_graph(model, batch, {model.input_name: x.shape[1:]}), "cpu")
+            session = make_session(G.gradient_graph(model, batch, {model.input_name: x.shape[1:]}), "cpu",
+                                   config=R.gradient_session_config())
         feeds = {model.input_name: xb, G.TARGET: target, f"adj_{G.TOTAL_LOSS}": np.ones(1, np.float32)}
         feeds.update({i.name: weights[i.name] for i in session.get_inputs() if i.name in weights})
         out[label] = (lambda s, f: lambda: s.run(None, f))(session, feeds)

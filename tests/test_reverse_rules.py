@@ -51,6 +51,7 @@ CASES = {
     "asymmetric pads, rectangular kernel": (1, [2, 0, 1, 1], 1, (3, 2), {"kernel_shape": [2, 3], "strides": [2, 3]},
                                             (9, 11)),
     "dilation 2, no pad": (1, [0, 0, 0, 0], 2, (3, 3), {"kernel_shape": [2, 2], "strides": [2, 2]}, (11, 10)),
+    "dilation 2, pad 2": (1, [2, 2, 2, 2], 2, (3, 3), {"kernel_shape": [2, 2], "strides": [2, 2]}, (10, 11)),
     "stride 2, pad 1": (2, [1, 1, 1, 1], 1, (3, 3), {"kernel_shape": [2, 2], "strides": [2, 2]}, (12, 13)),
     "stride 2, dilation 2": (2, [2, 2, 2, 2], 2, (3, 3), {"kernel_shape": [1, 1], "strides": [1, 1]}, (10, 9)),
     "1x1, overlapping pool": (1, [0, 0, 0, 0], 1, (1, 1), {"kernel_shape": [3, 3], "strides": [2, 2]}, (9, 9)),
@@ -158,3 +159,14 @@ def test_disabled_rejects_unknown_names() -> None:
         with R.disabled("no_such_rule"):
             pass
     assert all(R.enabled(n) for n in R.OPTIMIZATIONS)
+
+
+def test_gradient_session_config_keeps_the_model_entries_and_stops_spinning() -> None:
+    base = {"session.disable_quant_qdq": "1"}
+    config = R.gradient_session_config(base)
+    assert config == {"session.disable_quant_qdq": "1", "session.intra_op.allow_spinning": "0"}
+    assert base == {"session.disable_quant_qdq": "1"}  # the model's own mapping is not changed
+    with R.disabled("no_spinning"):
+        assert R.gradient_session_config(base) == base
+    assert R.gradient_session_config({"session.intra_op.allow_spinning": "1"}) == {
+        "session.intra_op.allow_spinning": "1"}  # an explicit setting of the model wins
