@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "to_jsonable", "json_array", "array_from_json"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_json", "read_results_json", "to_jsonable", "json_array",
+           "array_from_json"]
 
 
 @contextlib.contextmanager
@@ -69,6 +70,32 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Atomically write strict JSON (no NaN)."""
     return atomic_write_text(path, json.dumps(to_jsonable(data), indent=1, allow_nan=False) + "\n")
+
+
+def read_results_json(path: str | os.PathLike[str], command: str, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``, a results file ``auditor <command>`` wrote (``what``: "an audit's").
+
+    Raises
+    ------
+    ResultsError
+        A missing, unreadable or non-JSON file, or JSON that is not an object.
+    """
+    import json
+
+    from .errors import ResultsError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ResultsError(f"results file '{p}' does not exist; run `auditor {command}` first")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ResultsError(f"'{p}' is not a readable JSON results file ({err}); run `auditor {command}` "
+                           "again") from err
+    if not isinstance(data, dict):
+        raise ResultsError(f"'{p}' holds a JSON {type(data).__name__}, not {what} results; run `auditor "
+                           f"{command}` again")
+    return data
 
 
 def json_array(a: Any) -> Any:

@@ -54,7 +54,11 @@ def test_audit_writes_results_equal_to_an_independent_computation(mlp_files: dic
     assert len(alphas) == 21 and alphas[10] == 0.0 and np.isclose(alphas[-1], 0.2)  # filter: α_max = 0.2
     assert data["options"]["grid"] == 5 and data["options"]["pairs"] == 1
     models = data["interference_models"]
-    assert 1 <= len(models) <= 2 and all(len(m["s"]) == 5 for m in models)
+    # --pairs 1: the top pair by R and the top pair by P (once if they are the same), every point of 5x5
+    tops = [data["top_pairs"]["interference"][0][:2], data["top_pairs"]["confusion"][0][:2]]
+    expected = [p for i, p in enumerate(tops) if p not in tops[:i]]
+    assert [[m["a"], m["b"]] for m in models] == expected == data["cost"]["design"]["pairs"]
+    assert all(len(m["s"]) == len(m["t"]) == 5 and m["evaluations"] == 25 for m in models)
     for m in models:  # the 2-D model at θ* is the unperturbed loss of both classes
         np.testing.assert_allclose([m["loss_a"][2][2], m["loss_b"][2][2]],
                                    nref.class_losses(w, x, y, k)[[m["a"], m["b"]]], rtol=1e-5)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,17 +143,9 @@ class CompareResult:
         ResultsError
             A missing, unreadable, non-JSON, malformed or unsupported file.
         """
-        p = Path(path)
-        if not p.is_file():
-            raise ResultsError(f"results file '{p}' does not exist; run `auditor compare` first")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ResultsError(f"'{p}' is not a readable JSON results file ({err}); run `auditor compare` "
-                               "again") from err
-        if not isinstance(data, dict):
-            raise ResultsError(f"'{p}' holds a JSON {type(data).__name__}, not a comparison's results; run "
-                               "`auditor compare` again")
+        from auditor.serialization import read_results_json
+
+        data = read_results_json(path, "compare", "a comparison's")
         return cls.from_dict(data)
 
     @classmethod
