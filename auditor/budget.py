@@ -22,8 +22,9 @@ cost model; actual ``evaluations`` and ``samples`` are counted by the evaluators
 ``fpe`` is a stage's seconds over the seconds of one pass.
 
 By default everything except the CCT together costs at most ``budget`` = 0.5 times the CCT:
-after the CCT, the 2-D models get what is left of ``budget × CCT`` once the other stages are
-paid, and take the largest design of :data:`LADDER` that fits. ``--pairs`` and ``--grid``
+after the CCT, the 2-D models get what is left of ``budget × CCT`` once everything else the
+audit did so far is paid (the other stages, checking the data, planning), and take the
+largest design of :data:`LADDER` that fits; when none fits, the smallest still runs. ``--pairs`` and ``--grid``
 given explicitly are kept as given.
 """
 

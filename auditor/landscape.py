@@ -333,6 +333,21 @@ def pair_subset(y: np.ndarray, a: int, b: int, total_samples: int) -> tuple[np.n
     return _pair_subset(y, a, b, total_samples), np.flatnonzero((y == a) | (y == b))
 
 
+def pair_subset_sizes(counts: np.ndarray, a: int, b: int, total_samples: int) -> tuple[int, int]:
+    """``len`` of both index arrays :func:`pair_subset` returns, from the class counts alone
+    (the budget prices every candidate pair at every size without drawing a subsample)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    counts = np.pad(counts, (0, max(a, b) + 1 - len(counts))) if max(a, b) >= len(counts) else counts
+    n_pair = int(counts[a] + (counts[b] if b != a else 0))
+    others = np.delete(counts, sorted({a, b}))
+    others = others[others > 0]
+    budget = max(total_samples - n_pair, 0)
+    if int(others.sum()) <= budget:
+        return n_pair + int(others.sum()), n_pair
+    per = max(budget // max(len(others), 1), 1)
+    return n_pair + int(np.minimum(others, per).sum()), n_pair
+
+
 @dataclass(frozen=True)
 class _Axes:
     flat: list[np.ndarray]

@@ -428,26 +428,65 @@ class Evaluator:
     def _choose_strategy(self) -> None:
         """Estimate one full step of each strategy from the first batches; keep the faster.
 
-        A rebuilt step costs a session build plus a first run on the new session, so both
-        are timed on a fresh session (as every step will run). Then the weights-as-inputs
-        session runs the same batches, stopped as soon as it is slower than the rebuilt
-        step: on a large CPU model it is several times slower, and timing it in full would
-        cost more than the steps the choice saves. Its first run gets twice that time, as
-        it includes the warm-up (on CUDA an untimed warm-up comes first); a second, warm run
-        decides when the first was close.
+        A rebuilt step costs a session build plus a first run on the new session, so a
+        session is built with perturbed weights first, and timed. When a whole step with
+        weights as inputs (estimated from a warm run of the first batch, :meth:`_warm_batch_s`)
+        costs less than the build alone, rebuilding cannot win
+        at any size and its run is not timed: a small model's probe costs a few runs. Else
+        the rebuilt session runs the first batches (as every step will run them); then the
+        weights-as-inputs session runs the same batches, stopped as soon as it is slower
+        than the rebuilt step: on a large CPU model it is several times slower, and timing
+        it in full would cost more than the steps the choice saves. Its first run gets twice
+        that time, as it includes the warm-up (on CUDA an untimed warm-up comes first); a
+        second, warm run decides when the first was close.
         """
         start = time.perf_counter()
         probe = [1e-3] * self.n_directions
-        limit = min(len(self.spans), 3)
-        samples = self.spans[limit - 1][1]
         (session, binding), create = timed(lambda: self._rebuilt(probe))
-        _, run_rebuild = timed(lambda: self._run(session, binding, limit))
-        scale = len(self.spans) / limit
         (inputs_session, inputs_binding), inputs_creation = timed(self._inputs_binding)
         self._coefficients(inputs_binding, probe)
-        break_even = create / scale + run_rebuild  # inputs wins below this, for `limit` batches
+        limit = min(len(self.spans), 3)
         if self.device == "cuda":  # the first run tunes kernels: an untimed warm-up
             self._run(inputs_session, inputs_binding, limit)
+        first = self._warm_batch_s(inputs_session, inputs_binding, create)
+        if first is not None and first * len(self.spans) < create:
+            overhead = min(self._one_sample("inputs"), first)
+            per_sample = (first - overhead) / self.spans[0][1]
+            costs = StrategyCosts(creation_s=create, inputs_per_sample_s=per_sample, rebuild_per_sample_s=per_sample,
+                                  inputs_overhead_s=overhead, inputs_creation_s=inputs_creation,
+                                  rebuild_overhead_s=create + overhead, rebuild_timed=False)
+        else:
+            costs = self._time_both((session, binding, create), (inputs_session, inputs_binding, inputs_creation),
+                                    probe, limit)
+        self._alive = []  # the probe's rebuilt session may go
+        self._sessions.costs = costs
+        inputs_step, rebuild_step = costs.estimate("inputs", len(self.y)), costs.estimate("rebuild", len(self.y))
+        self.timings = {"estimated_step_inputs_s": inputs_step, "estimated_step_rebuild_s": rebuild_step,
+                        "session_creation_s": costs.creation_s, "rebuild_overhead_s": costs.rebuild_overhead_s,
+                        "inputs_overhead_s": costs.inputs_overhead_s, "inputs_stopped": float(costs.inputs_stopped),
+                        "inputs_creation_s": costs.inputs_creation_s, "rebuild_timed": float(costs.rebuild_timed),
+                        "probe_s": time.perf_counter() - start}
+        self.strategy = "rebuild" if costs.inputs_stopped or inputs_step >= rebuild_step else "inputs"
+
+    def _warm_batch_s(self, session: ort.InferenceSession, binding: ort.IOBinding, create: float) -> float | None:
+        """Seconds of a warm run of the first batch with weights as inputs, or None when a whole step
+        would cost more than ``create``. A first (cold) run is stopped at twice that; the warm one
+        runs without a watchdog thread, whose start would weigh on a sub-millisecond timing."""
+        cold = self._timed_run(session, binding, 1, 2 * create)
+        if cold is None or cold * len(self.spans) >= 2 * create:
+            return None
+        return timed(lambda: self._run(session, binding, 1))[1]
+
+    def _time_both(self, rebuilt: tuple[ort.InferenceSession, ort.IOBinding, float],
+                   inputs: tuple[ort.InferenceSession, ort.IOBinding, float], probe: list[float],
+                   limit: int) -> StrategyCosts:
+        """The probe's costs when a rebuilt step may win: both strategies timed on the first batches."""
+        session, binding, create = rebuilt
+        inputs_session, inputs_binding, inputs_creation = inputs
+        samples = self.spans[limit - 1][1]
+        _, run_rebuild = timed(lambda: self._run(session, binding, limit))
+        scale = len(self.spans) / limit
+        break_even = create / scale + run_rebuild  # inputs wins below this, for `limit` batches
         run_inputs = self._timed_run(inputs_session, inputs_binding, limit, 2 * break_even)
         if run_inputs is not None and run_inputs >= break_even:
             run_inputs = self._timed_run(inputs_session, inputs_binding, limit, break_even)
@@ -455,18 +494,10 @@ class Evaluator:
         overhead = 0.0 if run_inputs is None else min(self._one_sample("inputs"), run_inputs)
         per_sample = ((break_even if run_inputs is None else run_inputs) - overhead) / samples
         rebuilt_one = min(self._one_sample("rebuild"), create + run_rebuild)
-        costs = StrategyCosts(creation_s=create, inputs_per_sample_s=per_sample,
-                              rebuild_per_sample_s=(create + run_rebuild - rebuilt_one) / samples,
-                              inputs_stopped=stopped, inputs_overhead_s=overhead, inputs_creation_s=inputs_creation,
-                              rebuild_overhead_s=rebuilt_one)
-        self._sessions.costs = costs
-        inputs_step, rebuild_step = costs.estimate("inputs", len(self.y)), costs.estimate("rebuild", len(self.y))
-        self.timings = {"estimated_step_inputs_s": inputs_step, "estimated_step_rebuild_s": rebuild_step,
-                        "session_creation_s": create, "rebuild_overhead_s": rebuilt_one,
-                        "inputs_overhead_s": overhead, "inputs_stopped": float(stopped),
-                        "probe_s": time.perf_counter() - start}
-        self.strategy = "rebuild" if stopped or inputs_step >= rebuild_step else "inputs"
-
+        return StrategyCosts(creation_s=create, inputs_per_sample_s=per_sample,
+                             rebuild_per_sample_s=(create + run_rebuild - rebuilt_one) / samples,
+                             inputs_stopped=stopped, inputs_overhead_s=overhead, inputs_creation_s=inputs_creation,
+                             rebuild_overhead_s=rebuilt_one)
 
     def _one_sample(self, strategy: str) -> float:
         """Seconds of a one-sample evaluation: what an evaluation costs besides its samples.

@@ -50,6 +50,10 @@ class StrategyCosts:
         Building the weights-as-inputs session, once per number of directions.
     rebuild_overhead_s : float
         A rebuilt step of one sample (0: ``creation_s`` stands for it).
+    rebuild_timed : bool
+        False when a whole inputs step was cheaper than half a session build, so rebuilding
+        could not win and was not timed: the rebuild figures are then lower bounds (a session
+        build per step, the inputs run's speed per sample).
     """
 
     creation_s: float
@@ -59,6 +63,7 @@ class StrategyCosts:
     inputs_overhead_s: float = 0.0
     inputs_creation_s: float = 0.0
     rebuild_overhead_s: float = 0.0
+    rebuild_timed: bool = True
 
     def estimate(self, strategy: str, n_samples: int) -> float:
         """Seconds of one evaluation of ``n_samples`` samples with ``strategy``."""

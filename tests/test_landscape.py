@@ -183,3 +183,19 @@ def test_flatness_on_a_known_parabola() -> None:
     assert f.sharpness[0] == pytest.approx(0.5 * kappa * 0.1**2 + 2.0 * 0.1**4, rel=1e-9)
     assert f.rho[0] == pytest.approx(0.1)
     assert np.isnan(f.curvature[1]) and np.isnan(f.sharpness[1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pair_subset_sizes_are_the_lengths_of_the_drawn_subsets(seed: int) -> None:
+    """The budget prices pairs from class counts; the sizes must be those of the subsets drawn."""
+    from auditor.landscape import pair_subset, pair_subset_sizes
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(3, 12))
+    y = rng.integers(0, k, size=int(rng.integers(20, 400)))
+    y[y == k - 1] = 0  # class k-1 absent: counts shorter than the class range
+    counts = np.bincount(y)
+    for a, b in [(0, 1), (1, 2), (2, k - 1), (k - 1, 0)]:
+        for total in (0, 5, 40, 150, 10_000):
+            lattice, both = pair_subset(y, a, b, total)
+            assert pair_subset_sizes(counts, a, b, total) == (len(lattice), len(both))

@@ -98,6 +98,55 @@ def test_probe_keeps_rebuild_when_the_inputs_run_is_stopped(small_mlp: dict, mon
     assert ev.costs is not None and ev.costs.inputs_stopped
 
 
+@pytest.mark.parametrize("inputs_batch_s", [0.0, 10.0])
+def test_probe_skips_timing_a_rebuilt_run_only_when_a_whole_inputs_step_beats_a_session_build(
+        small_mlp: dict, monkeypatch: pytest.MonkeyPatch, inputs_batch_s: float) -> None:
+    """A rebuilt step costs at least its session build: an inputs step cheaper than that wins at any size."""
+    model = auditor.load_model(small_mlp["path"])
+    data = auditor.Dataset(small_mlp["x"], small_mlp["y"])
+    runs: list[int] = []
+
+    def fake_timed_run(self: Evaluator, session: object, binding: object, limit: int, deadline: float) -> float:
+        runs.append(limit)
+        return inputs_batch_s * limit
+
+    monkeypatch.setattr(Evaluator, "_timed_run", fake_timed_run)
+    monkeypatch.setattr(Evaluator, "_warm_batch_s", lambda *args: inputs_batch_s)
+    ev = Evaluator(model, data, strategy="auto", batch_size=16)
+    ev.evaluate([0.0])
+    costs = ev.costs
+    assert costs is not None
+    if inputs_batch_s == 0.0:  # faster than any session build: no rebuilt run, inputs everywhere
+        assert not costs.rebuild_timed and ev.timings["rebuild_timed"] == 0.0 and ev.strategy == "inputs"
+        assert runs == []  # no run of the first batches timed against a rebuilt one
+        for n in (1, 7, len(data)):
+            assert costs.faster(n) == "inputs"
+            assert costs.estimate("rebuild", n) >= costs.creation_s > 0
+    else:  # 10 s a batch: slower than a build, so both strategies are timed on the first batches
+        assert costs.rebuild_timed and ev.strategy == "rebuild"
+        assert runs == [min(len(ev.spans), 3)] * 2  # stopped, then timed again warm
+    from . import numpy_mlp as nref
+
+    expected = nref.class_losses(small_mlp["weights"], small_mlp["x"], small_mlp["y"], 4)
+    np.testing.assert_allclose(ev.evaluate([0.0]).loss, expected, rtol=2e-5)
+
+
+def test_warm_batch_is_timed_only_when_a_cold_one_leaves_an_inputs_step_under_twice_the_build(
+        small_mlp: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = auditor.load_model(small_mlp["path"])
+    ev = Evaluator(model, auditor.Dataset(small_mlp["x"], small_mlp["y"]), strategy="inputs", batch_size=16)
+    session, binding = ev._inputs_binding()
+    ev._coefficients(binding, [0.0])
+    warm = ev._warm_batch_s(session, binding, 60.0)
+    assert warm is not None and 0 < warm < 60.0
+    n = len(ev.spans)
+    monkeypatch.setattr(Evaluator, "_timed_run", lambda *args: 1.0 / n)  # a cold step of 1 s: 2 x 0.5
+    assert ev._warm_batch_s(session, binding, 0.5) is None
+    assert ev._warm_batch_s(session, binding, 0.51) is not None
+    monkeypatch.setattr(Evaluator, "_timed_run", lambda *args: None)  # stopped at its deadline
+    assert ev._warm_batch_s(session, binding, 60.0) is None
+
+
 def test_timed_run_stops_at_its_deadline() -> None:
     z = zoo_entry("resblock")
     model = auditor.load_model(z["path"])

@@ -11,7 +11,7 @@ import numpy as np
 
 from auditor.budget import AuditCost, Design, Speed, StageCost, choose_design, pair_cost
 from auditor.gradients import Directions
-from auditor.landscape import pair_subset, parallel
+from auditor.landscape import pair_subset_sizes, parallel
 
 from .options import AuditOptions
 
@@ -29,25 +29,29 @@ class PlaneCosts:
     options : AuditOptions
     speed : Speed
         The measured speed (one FPE: the CCT's mean pass).
+    fixed_fpe : float, default=0
+        Paid once by any design with a pair: a session for the plane's two directions.
     """
 
-    def __init__(self, y: np.ndarray, directions: Directions, options: AuditOptions, speed: Speed) -> None:
+    def __init__(self, y: np.ndarray, directions: Directions, options: AuditOptions, speed: Speed,
+                 fixed_fpe: float = 0.0) -> None:
         self.y, self.directions, self.options, self.speed = y, directions, options, speed
+        self.fixed_fpe = fixed_fpe
+        self.counts = np.bincount(np.asarray(y, dtype=np.int64))
         self._sizes: dict[tuple[tuple[int, int], bool], tuple[int, int]] = {}
         self._one_d: dict[tuple[int, int], bool] = {}
 
     def lattice_samples(self, pair: tuple[int, int], budgeted: bool) -> int:
         """The lattice's subsample: D_a ∪ D_b and as many samples again of the other classes when
         the budget sizes the model; ``options.total_samples`` for a grid given explicitly."""
-        n_pair = int(np.isin(self.y, pair).sum())
+        n_pair = pair_subset_sizes(self.counts, *pair, 0)[1]
         return min(self.options.total_samples, 2 * n_pair) if budgeted else self.options.total_samples
 
     def sizes(self, pair: tuple[int, int], budgeted: bool) -> tuple[int, int]:
         """Samples per lattice point and per refinement point."""
         key = (pair, budgeted)
         if key not in self._sizes:
-            lattice, both = pair_subset(self.y, *pair, self.lattice_samples(pair, budgeted))
-            self._sizes[key] = (len(lattice), len(both))
+            self._sizes[key] = pair_subset_sizes(self.counts, *pair, self.lattice_samples(pair, budgeted))
         return self._sizes[key]
 
     def pair(self, pair: tuple[int, int], grid: int, lattice: int, budgeted: bool, *,
@@ -69,12 +73,13 @@ class PlaneCosts:
         return choose_design(allowance_fpe=allowance_fpe, by_score=by_score, by_confusion=by_confusion,
                              pair_fpe=lambda p, g, m: self.pair(p, g, m, budgeted, exact=False).fpe,
                              pairs=self.options.pairs,
-                             grid=self.options.grid, budget=self.options.budget, spent=spent)
+                             grid=self.options.grid, budget=self.options.budget, fixed_fpe=self.fixed_fpe, spent=spent)
 
     def planned(self, design: Design) -> StageCost:
         """The design's planned cost: exact evaluation and sample counts."""
         budgeted = design.chosen_by == "budget"
-        total = StageCost()
+        fixed = self.fixed_fpe if design.pairs else 0.0
+        total = StageCost(0, 0, fixed, fixed * self.speed.pass_s)
         for p in design.pairs:
             total = total + self.pair(p, design.grid, design.lattice, budgeted)
         return total

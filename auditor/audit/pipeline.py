@@ -51,10 +51,6 @@ SKETCH_DIM = 2048
 TOP_PAIRS_LISTED = 10
 #: The gradient pass runs at most this many samples per batch.
 MAX_GRADIENT_BATCH = 128
-#: The budget never leaves the 2-D models less than this many seconds of work: on a model
-#: whose pass takes a millisecond the fixed costs (building the gradient graph, sessions)
-#: exceed half the CCT, and saving a fraction of a second is not worth a coarser model.
-MIN_MODELS_SECONDS = 0.25
 #: Confused pairs whose samples are kept for the report (thumbnails or texts).
 EXAMPLE_PAIRS = 5
 
@@ -120,6 +116,14 @@ class AuditRun:
     speed: Speed | None = None
     cost: AuditCost | None = None
     actual: dict[str, StageCost] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def outside_cct_s(self) -> float:
+        """Seconds of the audit so far spent outside the CCT and starting the workers: the other
+        stages, checking the data, planning."""
+        cct = self.actual.get("cct")
+        return (time.perf_counter() - self.started - (cct.seconds if cct is not None else 0.0)
+                - self.timings.get("start_workers_s", 0.0))
 
     def count(self, stats: Sequence[StepStats]) -> None:
         """Count evaluations a unit of work made (each StepStats is one pass over some samples)."""
@@ -159,6 +163,7 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
     every later unit of work gets both, so all workers compute the same way. A resumed
     checkpoint brings the ones its first run settled on.
     """
+    started = time.perf_counter()
     data = check_dataset(data, model)
     if gradient_data is not None:
         gradient_data = check_dataset(gradient_data, model, name="gradient data")
@@ -191,6 +196,7 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
             predict_logits(model, data, batch_size=options.batch_size, provider=base.device), data.y,
             model.n_classes)
     run.timings["start_workers_s"] = run_start - start
+    run.started = started
     seconds = time.perf_counter() - run_start
     run.timings["forward_pass_s"] = seconds
     run.count([base.stats])
@@ -330,28 +336,28 @@ def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[Int
     """2-D interference models: the pairs and grid the options give, the budget choosing the rest.
 
     The pairs come alternately from the rankings by pair score R and by confusion P; what
-    the budget leaves them is ``budget`` × the CCT's evaluations less what the unperturbed
-    pass, the gradients and the interference stage cost (in FPE at the CCT's measured speed).
+    the budget leaves them is ``budget`` × the CCT's evaluations less everything the audit
+    spent so far outside the CCT (the unperturbed pass and probe, the gradients, the
+    interference stage, checking the data and planning; in FPE at the CCT's measured speed).
+    Choosing the design is part of the stage's cost.
     """
     options, names = run.options, run.class_names
     usable = set(g.directions.classes)
     by_score = [(a, b) for a, b, _ in found.top_interference if a in usable and b in usable]
     by_confusion = [(a, b) for a, b, _ in found.top_confusion if a in usable and b in usable]
     step_s = run.seconds_per_fpe()
+    fixed = 0.0 if run.strategy == "rebuild" else run.strategy_timings.get("inputs_creation_s", 0.0) / step_s
     planes = PlaneCosts(np.asarray(run.data.y), g.directions, options,
-                        Speed(len(run.data), step_s, run.strategy, _overhead(run)))
-    spent = sum(run.actual[k].seconds for k in ("forward", "gradients", "interference") if k in run.actual) / step_s
-    allowance, floor = options.budget * run.actual["cct"].evaluations - spent, MIN_MODELS_SECONDS / step_s
-    why = (f" after the unperturbed pass, the gradients and the interference matrices with their α_s halvings "
-           f"({spent:.3g} FPE)")
-    if allowance < floor:
-        why = (f" (raised from {allowance:.3g} FPE{why}: at least {MIN_MODELS_SECONDS:g} s of work, below which "
-               "nothing is worth saving)")
-    design = planes.design(by_score, by_confusion, max(allowance, floor), spent=why)
-    planned = planes.planned(design)
-    run.log(f"2-D models: {design.reason} (≈ {fmt_seconds(planned.seconds)})")
+                        Speed(len(run.data), step_s, run.strategy, _overhead(run)), fixed)
+    spent = run.outside_cct_s() / step_s
+    why = (f" after the unperturbed pass, the gradients, the interference matrices with their α_s halvings and "
+           f"the rest of the audit so far ({spent:.3g} FPE)")
     models = []
     with run.stage("interference_models"):
+        design = planes.design(by_score, by_confusion, options.budget * run.actual["cct"].evaluations - spent,
+                               spent=why)
+        planned = planes.planned(design)
+        run.log(f"2-D models: {design.reason} (≈ {fmt_seconds(planned.seconds)})")
         for a, b in design.pairs:
             run.log(f"interference model {names[a]} / {names[b]}")
             models.append(interference_model(
