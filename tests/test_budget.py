@@ -63,8 +63,10 @@ def test_the_plan_counts_every_evaluation_made(mlp: dict, counted: list[int], op
     planned, actual = cost.planned, cost.actual
     # what the evaluators counted is every call of evaluate(), stage by stage
     assert sum(a.evaluations for a in actual.values()) == len(counted)
-    assert sum(a.samples for a in actual.values()) == sum(counted)
+    assert sum(a.samples for k, a in actual.items() if k != "gradients") == sum(counted)
     assert actual["forward"].evaluations == 1 and actual["gradients"].evaluations == 0
+    # the gradient pass differentiated every sample once, as planned
+    assert actual["gradients"].samples == planned["gradients"].samples == 100
     n_ego, n_alpha = len(r.cct.ego_classes), len(r.cct.alphas)
     # the α = 0 column is the unperturbed pass, counted under "forward"
     assert planned["cct"].evaluations == actual["cct"].evaluations == n_ego * (n_alpha - 1)

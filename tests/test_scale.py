@@ -35,7 +35,9 @@ SCRIPT = textwrap.dedent("""
     print(json.dumps({{"before": before, "peak": peak, "n_ego": len(result.cct.ego_classes),
                       "flow_is_none": result.cct.flow is None,
                       "top_shape": list(result.cct.flow_top_share.shape),
-                      "n_params": model.n_parameters}}))
+                      "n_params": model.n_parameters,
+                      "gradient_samples": result.cost.actual["gradients"].samples,
+                      "expected_samples": len(y) + 2 * len(result.cct.ego_classes)}}))
 """)
 
 
@@ -47,4 +49,6 @@ def test_thousand_classes_stay_within_memory_bound(tmp_path: Path) -> None:
     assert stats["n_params"] > 250_000
     assert stats["flow_is_none"] and stats["top_shape"][1:] == [1000, 3, 5]
     assert 2 <= stats["n_ego"] <= 40  # candidates: classes of the top 10 pairs by confusion and by conflict
+    # differentiated: every sample for the sketches, then the candidates' 2 samples each
+    assert stats["gradient_samples"] == stats["expected_samples"]
     assert stats["peak"] < PEAK_BOUND_MB, stats

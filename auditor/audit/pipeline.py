@@ -283,6 +283,8 @@ def gradient_stage(run: AuditRun) -> _Gradients:
         # With few classes every gradient is kept (C and I1 need them all), even when
         # --classes restricts the ego classes; with many, only the candidates' are.
         gradients = tasks.run_gradients(run, ego if norms else None, min(options.batch_size, MAX_GRADIENT_BATCH))
+        # the samples differentiated: the sketches' pass over every class, then the classes kept
+        run.samples += (len(run.gradient_data) if norms else 0) + int(gradients.counts[list(gradients.classes)].sum())
     # One direction at a time, computed when used: a large-K audit never holds them all.
     directions = EgoDirectionStream(run.model, gradients, options.normalization, options.include_1d)
     ego_classes = [c for c in (ego if ego is not None else directions.classes) if c in directions.classes]
