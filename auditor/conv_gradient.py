@@ -14,7 +14,9 @@ static shapes, this rule computes the same three contributions as:
 - **weight**: ``dW[o, i, p, q] = Σ_b Σ_(y,x) dY[b, o, y, x] · Xpad[b, i, y·s + p·d, x·s + q·d]``
   as batched MatMuls summed over the batch: with stride 1, row-shifted copies of the
   padded input times column-shifted copies of the adjoint (``kh + kw`` copies, not
-  ``kh·kw`` windows); other strides, strided windows of the input times the adjoint.
+  ``kh·kw`` windows); other strides, and stride 1 with few input channels (a first
+  layer: 9 windows of 3 channels copy less than 3 shifts of 32 adjoint channels), all
+  windows of the input times the adjoint.
 - **bias**: ``ReduceSum(dY)`` over batch and space.
 
 Anything else (several seeds, 1-D/3-D, groups, unknown shapes) goes to onnx-ad's rule.
@@ -117,7 +119,7 @@ def _weight_gradient(b: Any, x: str, dy: str, attrs: dict[str, Any], s: _Shapes)
     sh, sw = attrs["strides"]
     dh, dw = attrs["dilations"]
     pads = list(attrs["pads"])
-    if sh == sw == 1:
+    if sh == sw == 1 and not _windows_cheaper(s):
         return _stride_one(b, x, dy, s, dh, dw, pads)
     # [B, Cout, Ho, Wo] -> [B, Ho*Wo, Cout]
     adj = b.op("Reshape", [dy, b.ints([s.batch, s.c_out, s.ho * s.wo])], stem="im2col_adjoint_flat")
@@ -143,6 +145,17 @@ def _weight_gradient(b: Any, x: str, dy: str, attrs: dict[str, Any], s: _Shapes)
     # [Cin, kh, kw, Cout, 1] -> [Cout, Cin, kh, kw, 1]
     result: str = b.op("Transpose", [split], perm=[3, 0, 1, 2, 4], stem="im2col_weight")
     return result
+
+
+def _windows_cheaper(s: _Shapes) -> bool:
+    """Whether all ``kh·kw`` input windows (sliced, then concatenated) copy fewer channels than
+    ``kh`` row shifts of the input plus ``kw`` column shifts of the adjoint (:func:`_stride_one`).
+
+    True for a first layer: three input channels against tens of adjoint channels.
+    """
+    windows = 2 * s.c_in * s.kh * s.kw if s.kh * s.kw > 1 else 0
+    shifts = (s.c_in * s.kh if s.kh > 1 else 0) + (s.c_out * s.kw if s.kw > 1 else 0)
+    return windows < shifts
 
 
 def _stride_one(b: Any, x: str, dy: str, s: _Shapes, dh: int, dw: int, pads: list[int]) -> str:
