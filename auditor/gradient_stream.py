@@ -58,18 +58,20 @@ def padded_samples(counts: Sequence[int], batch: int) -> int:
 
 
 def graph_batch(counts: Sequence[int], batch_size: int) -> int:
-    """The gradient graph's batch: the ``b <= batch_size`` that pads the class-pure batches least.
+    """The gradient graph's batch: the ``b`` that pads the class-pure batches least.
 
     Every class runs ``ceil(n_c / b)`` batches of ``b`` samples (the last one padded with
-    zero-weight copies), so the work is ``Σ_c ceil(n_c / b)·b`` samples. The largest ``b``
-    whose work is within :data:`NEAR_TIE` of the least wins: 10 classes of 130 samples with
-    ``batch_size=128`` run batches of 65 (1,300 samples), not 128 (2,560).
+    zero-weight copies), so the work is ``Σ_c ceil(n_c / b)·b`` samples. ``b`` ranges over
+    ``[ceil(top / 2), top]`` with ``top = min(batch_size, largest class)``: never under half
+    the batch asked for, so small batches' per-run costs do not come back. The largest
+    ``b`` whose work is within :data:`NEAR_TIE` of the least wins: 10 classes of 130
+    samples with ``batch_size=128`` run batches of 65 (1,300 samples), not 128 (2,560).
     """
     sizes = [int(n) for n in counts if int(n) > 0]
     if not sizes:
         return 1
     top = max(1, min(int(batch_size), max(sizes)))
-    candidates = np.arange(1, top + 1)
+    candidates = np.arange(-(-top // 2), top + 1)
     n = np.asarray(sizes)[:, None]
     work = (-(-n // candidates[None, :]) * candidates[None, :]).sum(axis=0)
     within = np.flatnonzero(work <= work.min() * (1.0 + NEAR_TIE))
