@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from . import graph as G
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     from .data import Dataset
     from .model import Model
 
-__all__ = ["GradientStream", "graph_batch", "default_workers", "check_classes"]
+__all__ = ["GradientStream", "graph_batch", "padded_samples", "default_workers", "memory_workers", "run_bytes",
+           "available_memory", "check_classes"]
 
 #: Batch sizes whose padded work is within this fraction of the least count as ties
 #: (the larger batch wins: fewer runs of the graph).
@@ -85,6 +87,46 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def run_bytes(graph: onnx.ModelProto) -> int:
+    """Bytes of every intermediate tensor of ``graph`` with a static shape: what one run could hold.
+
+    An upper bound: ONNX Runtime reuses buffers (the benchmark's gradient graph holds a
+    fifth to an eighth of it at once).
+    """
+    total = 0
+    for info in graph.graph.value_info:
+        kind = info.type.tensor_type
+        if not kind.HasField("shape") or not kind.elem_type:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in kind.shape.dim]
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(kind.elem_type)).itemsize
+        except (KeyError, TypeError):
+            itemsize = 4
+        total += int(np.prod(dims, dtype=np.int64)) * itemsize
+    return total
+
+
+def available_memory() -> int | None:
+    """Bytes the OS says a new allocation can get without swapping (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_workers(graph: onnx.ModelProto, available: int | None) -> int:
+    """How many runs of ``graph`` fit in ``available`` bytes by :func:`run_bytes` (at least 1; no limit if unknown)."""
+    per_run = run_bytes(graph)
+    if available is None or per_run <= 0:
+        return 1 << 30
+    return max(1, available // per_run)
+
+
 def _check_workers(workers: int | None, device: str, n_batches: int) -> int:
     """Validated worker count: CUDA always runs one; never more workers than batches."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
@@ -113,8 +155,10 @@ class GradientStream:
     classes : sequence of int, optional
         Only these classes (default: every class present). The graph batch depends on them.
     workers : int, optional
-        Batches run at once on CPU, each by one thread (default: one per CPU core); 1 runs
-        one batch at a time over ONNX Runtime's intra-op threads. CUDA always runs one.
+        Batches run at once on CPU, each by one thread (default: one per CPU core, fewer
+        if that many runs' intermediate tensors would not fit in the available memory,
+        :func:`memory_workers`); 1 runs one batch at a time over ONNX Runtime's intra-op
+        threads. CUDA always runs one. Each worker holds one batch's intermediates.
     """
 
     def __init__(self, model: Model, data: Dataset, *, batch_size: int = 128, provider: str = "auto",
@@ -135,6 +179,7 @@ class GradientStream:
         self.losses = np.full(model.n_classes, np.nan)
         self.n_batches = sum(-(-int(self.counts[c]) // self.batch) for c in self.classes)
         self.workers = _check_workers(workers, self.device, self.n_batches)
+        self._default_workers = workers is None
 
     def _batches(self) -> Iterator[tuple[int, np.ndarray, bool]]:
         """``(c, sample indices, last batch of c)`` in class order, then batch order."""
@@ -149,7 +194,10 @@ class GradientStream:
         from .reverse_rules import gradient_session_config
 
         shapes = {n: a.shape[1:] for n, a in self.features.items()}
-        session = make_session(G.gradient_graph(self.model, self.batch, shapes), self.device,
+        graph = G.gradient_graph(self.model, self.batch, shapes)
+        if self._default_workers and self.workers > 1:  # each worker's run holds its own intermediates
+            self.workers = min(self.workers, memory_workers(graph, available_memory()))
+        session = make_session(graph, self.device,
                                threads=1 if self.workers > 1 else 0, memory_pattern=False,
                                config=gradient_session_config(self.model.session_config))
         slots: queue.SimpleQueue[_Slot] = queue.SimpleQueue()

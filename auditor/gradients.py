@@ -159,8 +159,9 @@ def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provi
     progress : bool, optional
         Draw a progress bar (default: when stderr is a terminal).
     workers : int, optional
-        Batches run at once on CPU, one thread each (default: one per CPU core); 1 runs one
-        batch at a time over ONNX Runtime's intra-op threads. CUDA always runs one.
+        Batches run at once on CPU, one thread each (default: one per CPU core, fewer if
+        their intermediate tensors would not fit in memory); 1 runs one batch at a time over
+        ONNX Runtime's intra-op threads. CUDA always runs one. See :class:`GradientStream`.
 
     Returns
     -------

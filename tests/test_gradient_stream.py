@@ -129,3 +129,33 @@ def test_worker_counts_follow_the_device_and_the_batches() -> None:
     assert S._check_workers(4, "cuda", 100) == 1  # CUDA keeps one session, one batch at a time
     assert S._check_workers(8, "cpu", 3) == 3  # never more workers than batches
     assert S._check_workers(None, "cpu", 1000) == S.default_workers()
+
+
+def test_default_workers_are_as_many_runs_as_fit_in_memory(tmp_path, monkeypatch) -> None:
+    from onnx import TensorProto, helper
+
+    small = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Cast", ["r"], ["y"], to=TensorProto.DOUBLE)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [4, 5])],
+        value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, [4, 5]),
+                    helper.make_tensor_value_info("i", TensorProto.INT64, [3, 2])]))
+    assert S.run_bytes(small) == 4 * 5 * 4 + 3 * 2 * 8
+    assert S.memory_workers(small, 3 * 128 + 127) == 3
+    assert S.memory_workers(small, 10) == 1  # never none
+    assert S.memory_workers(small, None) >= 1 << 20  # unknown memory: no limit from it
+
+    path = tmp_path / "deep.onnx"
+    onnx.save(_deep_model(*CASES["3x3 same"]), path)
+    model = auditor.load_model(path)
+    data = _data([9, 14, 5])
+    monkeypatch.setattr(S, "default_workers", lambda: 4)
+    for available, want in [(None, 4), (0, 1)]:
+        monkeypatch.setattr(S, "available_memory", lambda available=available: available)
+        stream = S.GradientStream(model, data, batch_size=4, provider="cpu")
+        assert stream.workers == 4
+        list(stream.run())
+        assert stream.workers == want
+    stream = S.GradientStream(model, data, batch_size=4, provider="cpu", workers=3)
+    list(stream.run())
+    assert stream.workers == 3  # a count asked for is kept
