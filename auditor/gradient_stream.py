@@ -197,8 +197,9 @@ class GradientStream:
         graph = G.gradient_graph(self.model, self.batch, shapes)
         if self._default_workers and self.workers > 1:  # each worker's run holds its own intermediates
             self.workers = min(self.workers, memory_workers(graph, available_memory()))
-        session = make_session(graph, self.device,
-                               threads=1 if self.workers > 1 else 0, memory_pattern=False,
+        # On CPU, no planned memory block per run: one warm-up run instead of two (CUDA as before).
+        session = make_session(graph, self.device, threads=1 if self.workers > 1 else 0,
+                               memory_pattern=self.device == "cuda",
                                config=gradient_session_config(self.model.session_config))
         slots: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         for _ in range(self.workers):
