@@ -16,7 +16,6 @@ so a class's gradient does not depend on which worker ran which batch.
 
 from __future__ import annotations
 
-import os
 import queue
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -24,9 +23,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
+from . import gradient_plan as P
 from . import graph as G
 from .errors import OptionError
 from .runtime import _to_device, make_session, resolve_provider
@@ -35,13 +34,7 @@ if TYPE_CHECKING:
     from .data import Dataset
     from .model import Model
 
-__all__ = ["GradientStream", "graph_batch", "padded_samples", "default_workers", "memory_workers", "run_bytes",
-           "available_memory", "check_classes"]
-
-#: Batch sizes whose padded work is within this fraction of the least count as ties
-#: (the larger batch wins: fewer runs of the graph).
-NEAR_TIE = 0.01
-
+__all__ = ["GradientStream", "check_classes"]
 
 def check_classes(model: Model, y: np.ndarray, classes: Sequence[int] | None) -> list[int]:
     """The classes to compute: ``classes`` (checked against the model) that are present in ``y``, ascending."""
@@ -52,91 +45,6 @@ def check_classes(model: Model, y: np.ndarray, classes: Sequence[int] | None) ->
     if bad:
         raise OptionError(f"classes {bad} are out of range; the model has classes 0..{model.n_classes - 1}")
     return [int(c) for c in sorted(set(classes)) if c in present]
-
-
-def padded_samples(counts: Sequence[int], batch: int) -> int:
-    """Samples the gradient graph runs for class sizes ``counts`` at graph batch ``batch`` (last batches padded)."""
-    return sum(-(-int(n) // batch) * batch for n in counts)
-
-
-def graph_batch(counts: Sequence[int], batch_size: int) -> int:
-    """The gradient graph's batch: the ``b`` that pads the class-pure batches least.
-
-    Every class runs ``ceil(n_c / b)`` batches of ``b`` samples (the last one padded with
-    zero-weight copies), so the work is ``Σ_c ceil(n_c / b)·b`` samples. ``b`` ranges over
-    ``[ceil(top / 2), top]`` with ``top = min(batch_size, largest class)``: never under half
-    the batch asked for, so small batches' per-run costs do not come back. The largest
-    ``b`` whose work is within :data:`NEAR_TIE` of the least wins: 10 classes of 130
-    samples with ``batch_size=128`` run batches of 65 (1,300 samples), not 128 (2,560).
-    """
-    sizes = [int(n) for n in counts if int(n) > 0]
-    if not sizes:
-        return 1
-    top = max(1, min(int(batch_size), max(sizes)))
-    candidates = np.arange(-(-top // 2), top + 1)
-    n = np.asarray(sizes)[:, None]
-    work = (-(-n // candidates[None, :]) * candidates[None, :]).sum(axis=0)
-    within = np.flatnonzero(work <= work.min() * (1.0 + NEAR_TIE))
-    return int(candidates[within[-1]])
-
-
-def default_workers() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def run_bytes(graph: onnx.ModelProto) -> int:
-    """Bytes of every intermediate tensor of ``graph`` with a static shape: what one run could hold.
-
-    An upper bound: ONNX Runtime reuses buffers (the benchmark's gradient graph holds a
-    fifth to an eighth of it at once).
-    """
-    total = 0
-    for info in graph.graph.value_info:
-        kind = info.type.tensor_type
-        if not kind.HasField("shape") or not kind.elem_type:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in kind.shape.dim]
-        try:
-            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(kind.elem_type)).itemsize
-        except (KeyError, TypeError):
-            itemsize = 4
-        total += int(np.prod(dims, dtype=np.int64)) * itemsize
-    return total
-
-
-def available_memory() -> int | None:
-    """Bytes the OS says a new allocation can get without swapping (``MemAvailable``), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def memory_workers(graph: onnx.ModelProto, available: int | None) -> int:
-    """How many runs of ``graph`` fit in ``available`` bytes by :func:`run_bytes` (at least 1; no limit if unknown)."""
-    per_run = run_bytes(graph)
-    if available is None or per_run <= 0:
-        return 1 << 30
-    return max(1, available // per_run)
-
-
-def _check_workers(workers: int | None, device: str, n_batches: int) -> int:
-    """Validated worker count: CUDA always runs one; never more workers than batches."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
-                                or int(workers) < 1):
-        raise OptionError(f"gradient workers must be a whole number >= 1 (or None for one per CPU core), "
-                          f"got {workers!r}")
-    if device == "cuda":
-        return 1
-    wanted = default_workers() if workers is None else int(workers)
-    return max(1, min(wanted, n_batches))
 
 
 class GradientStream:
@@ -150,14 +58,17 @@ class GradientStream:
     model : Model
     data : Dataset
     batch_size : int, default=128
-        Most samples per run of the gradient graph (see :func:`graph_batch`).
+        Most samples per run of the gradient graph: with several workers, fewer if a
+        batch's largest tensor would not stay in the CPU cache
+        (:func:`auditor.gradient_plan.cache_batch`); then the batch that pads the classes'
+        last batches least (:func:`auditor.gradient_plan.graph_batch`).
     provider : {"auto", "cuda", "cpu"}, default="auto"
     classes : sequence of int, optional
         Only these classes (default: every class present). The graph batch depends on them.
     workers : int, optional
         Batches run at once on CPU, each by one thread (default: one per CPU core, fewer
         if that many runs' intermediate tensors would not fit in the available memory,
-        :func:`memory_workers`); 1 runs one batch at a time over ONNX Runtime's intra-op
+        :func:`auditor.gradient_plan.memory_workers`); 1 runs one batch at a time over ONNX Runtime's intra-op
         threads. CUDA always runs one. Each worker holds one batch's intermediates.
     """
 
@@ -173,13 +84,23 @@ class GradientStream:
         self.counts = np.bincount(self.y, minlength=model.n_classes).astype(np.int64)
         if isinstance(batch_size, bool) or batch_size < 1:
             raise OptionError(f"batch size must be >= 1, got {batch_size}")
-        self.batch = int(model.fixed_batch or graph_batch(self.counts[self.classes].tolist(), batch_size))
+        wanted = P.check_workers(workers, self.device)
+        self.batch = int(model.fixed_batch or P.graph_batch(self.counts[self.classes].tolist(),
+                                                             self._batch_limit(batch_size, wanted)))
         self.sizes = [p.size for p in model.parameters]
         self.n_parameters = sum(self.sizes)
         self.losses = np.full(model.n_classes, np.nan)
         self.n_batches = sum(-(-int(self.counts[c]) // self.batch) for c in self.classes)
-        self.workers = _check_workers(workers, self.device, self.n_batches)
+        self.workers = max(1, min(wanted, self.n_batches))
         self._default_workers = workers is None
+
+    def _batch_limit(self, batch_size: int, workers: int) -> int:
+        """``batch_size``, or less for one-thread workers: what keeps a batch's largest tensor in cache."""
+        if workers <= 1 or not self.classes:
+            return batch_size
+        shapes = {n: a.shape[1:] for n, a in self.features.items()}
+        per_sample = P.largest_tensor(G.gradient_graph(self.model, 1, shapes))
+        return min(batch_size, P.cache_batch(per_sample, workers, P.last_level_cache()))
 
     def _batches(self) -> Iterator[tuple[int, np.ndarray, bool]]:
         """``(c, sample indices, last batch of c)`` in class order, then batch order."""
@@ -196,7 +117,7 @@ class GradientStream:
         shapes = {n: a.shape[1:] for n, a in self.features.items()}
         graph = G.gradient_graph(self.model, self.batch, shapes)
         if self._default_workers and self.workers > 1:  # each worker's run holds its own intermediates
-            self.workers = min(self.workers, memory_workers(graph, available_memory()))
+            self.workers = min(self.workers, P.memory_workers(graph, P.available_memory()))
         # On CPU, no planned memory block per run: one warm-up run instead of two (CUDA as before).
         session = make_session(graph, self.device, threads=1 if self.workers > 1 else 0,
                                memory_pattern=self.device == "cuda",

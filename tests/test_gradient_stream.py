@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 import auditor
+from auditor import gradient_plan as P
 from auditor import gradient_stream as S
 from auditor.errors import AuditorError
 
@@ -31,15 +32,15 @@ def test_graph_batch_pads_least_like_a_brute_force_search() -> None:
     for _ in range(200):
         counts = rng.integers(1, 400, size=int(rng.integers(1, 12))).tolist()
         batch_size = int(rng.integers(1, 300))
-        b = S.graph_batch(counts, batch_size)
+        b = P.graph_batch(counts, batch_size)
         least, want = _brute_force(counts, batch_size)
         assert b == want, (counts, batch_size)
-        assert S.padded_samples(counts, b) <= least * 1.01
-    assert S.graph_batch([130] * 10, 128) == 65 and S.padded_samples([130] * 10, 65) == 1300
-    assert S.graph_batch([256] * 10, 128) == 128
-    assert S.graph_batch([5, 5], 128) == 5  # never more than the largest class
-    assert S.graph_batch([3, 5], 128) == 3  # 3 + 6 samples, not 5 + 5
-    assert S.graph_batch([50] * 9 + [51], 128) == 51  # not batches of 1, though they pad nothing
+        assert P.padded_samples(counts, b) <= least * 1.01
+    assert P.graph_batch([130] * 10, 128) == 65 and P.padded_samples([130] * 10, 65) == 1300
+    assert P.graph_batch([256] * 10, 128) == 128
+    assert P.graph_batch([5, 5], 128) == 5  # never more than the largest class
+    assert P.graph_batch([3, 5], 128) == 3  # 3 + 6 samples, not 5 + 5
+    assert P.graph_batch([50] * 9 + [51], 128) == 51  # not batches of 1, though they pad nothing
 
 
 def test_stream_uses_the_graph_batch_and_counts_its_batches(tmp_path) -> None:
@@ -125,10 +126,13 @@ def test_bad_worker_counts_are_refused(tmp_path, workers: object) -> None:
                                 workers=workers)  # type: ignore[arg-type]
 
 
-def test_worker_counts_follow_the_device_and_the_batches() -> None:
-    assert S._check_workers(4, "cuda", 100) == 1  # CUDA keeps one session, one batch at a time
-    assert S._check_workers(8, "cpu", 3) == 3  # never more workers than batches
-    assert S._check_workers(None, "cpu", 1000) == S.default_workers()
+def test_worker_counts_follow_the_device_and_the_batches(tmp_path) -> None:
+    assert P.check_workers(4, "cuda") == 1  # CUDA keeps one session, one batch at a time
+    assert P.check_workers(None, "cpu") == P.default_workers()
+    path = tmp_path / "deep.onnx"
+    onnx.save(_deep_model(*CASES["3x3 same"]), path)
+    stream = S.GradientStream(auditor.load_model(path), _data([3, 3, 3]), batch_size=4, provider="cpu", workers=8)
+    assert stream.n_batches == 3 and stream.workers == 3  # never more workers than batches
 
 
 def test_default_workers_are_as_many_runs_as_fit_in_memory(tmp_path, monkeypatch) -> None:
@@ -140,18 +144,19 @@ def test_default_workers_are_as_many_runs_as_fit_in_memory(tmp_path, monkeypatch
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [4, 5])],
         value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, [4, 5]),
                     helper.make_tensor_value_info("i", TensorProto.INT64, [3, 2])]))
-    assert S.run_bytes(small) == 4 * 5 * 4 + 3 * 2 * 8
-    assert S.memory_workers(small, 3 * 128 + 127) == 3
-    assert S.memory_workers(small, 10) == 1  # never none
-    assert S.memory_workers(small, None) >= 1 << 20  # unknown memory: no limit from it
+    assert P.run_bytes(small) == 4 * 5 * 4 + 3 * 2 * 8
+    assert P.largest_tensor(small) == 4 * 5 * 4
+    assert P.memory_workers(small, 3 * 128 + 127) == 3
+    assert P.memory_workers(small, 10) == 1  # never none
+    assert P.memory_workers(small, None) >= 1 << 20  # unknown memory: no limit from it
 
     path = tmp_path / "deep.onnx"
     onnx.save(_deep_model(*CASES["3x3 same"]), path)
     model = auditor.load_model(path)
     data = _data([9, 14, 5])
-    monkeypatch.setattr(S, "default_workers", lambda: 4)
+    monkeypatch.setattr(P, "default_workers", lambda: 4)
     for available, want in [(None, 4), (0, 1)]:
-        monkeypatch.setattr(S, "available_memory", lambda available=available: available)
+        monkeypatch.setattr(P, "available_memory", lambda available=available: available)
         stream = S.GradientStream(model, data, batch_size=4, provider="cpu")
         assert stream.workers == 4
         list(stream.run())
@@ -159,3 +164,19 @@ def test_default_workers_are_as_many_runs_as_fit_in_memory(tmp_path, monkeypatch
     stream = S.GradientStream(model, data, batch_size=4, provider="cpu", workers=3)
     list(stream.run())
     assert stream.workers == 3  # a count asked for is kept
+
+
+def test_cache_batch_keeps_a_batchs_largest_tensor_in_half_a_workers_cache_share(tmp_path, monkeypatch) -> None:
+    assert P.cache_batch(1 << 20, 2, 64 << 20) == 16  # 32 MiB a worker, half of it, 1 MiB a sample
+    assert P.cache_batch(1 << 20, 1, 64 << 20) == 32
+    assert P.cache_batch(50 << 20, 2, 64 << 20) == P.MIN_CACHE_BATCH  # huge samples: never under 8
+    assert P.cache_batch(1 << 20, 1, None) == 16  # unknown cache: 32 MiB
+
+    path = tmp_path / "deep.onnx"
+    onnx.save(_deep_model(*CASES["3x3 same"]), path)
+    model = auditor.load_model(path)
+    per_sample = P.largest_tensor(auditor.graph.gradient_graph(model, 1, {model.input_name: (2, 10, 12)}))
+    data = _data([40, 40, 40])
+    monkeypatch.setattr(P, "last_level_cache", lambda: 2 * 2 * 9 * per_sample)  # 9 samples a worker's half
+    assert S.GradientStream(model, data, batch_size=32, provider="cpu", workers=2).batch == 8  # at most 9: 8 pads nothing
+    assert S.GradientStream(model, data, batch_size=32, provider="cpu", workers=1).batch == 20  # intra-op: asked
