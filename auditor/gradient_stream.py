@@ -96,7 +96,7 @@ class GradientStream:
 
     def _batch_limit(self, batch_size: int, workers: int) -> int:
         """``batch_size``, or less for one-thread workers: what keeps a batch's largest tensor in cache."""
-        if workers <= 1 or not self.classes:
+        if workers <= 1 or not self.classes or self.model.fixed_batch:
             return batch_size
         shapes = {n: a.shape[1:] for n, a in self.features.items()}
         per_sample = P.largest_tensor(G.gradient_graph(self.model, 1, shapes))
