@@ -8,16 +8,15 @@ Runtime; no training framework is involved.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from . import graph as G
 from .errors import OptionError
+from .gradient_stream import GradientStream
 from .progress import Progress
-from .runtime import _to_device, make_session, resolve_provider
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -141,18 +140,9 @@ class EgoDirections(_FlatMapping):
         self.alpha_max.flags.writeable = False
 
 
-def _check_classes(model: Model, y: np.ndarray, classes: Sequence[int] | None) -> list[int]:
-    present = sorted(set(np.unique(y).tolist()))
-    if classes is None:
-        return present
-    bad = [c for c in classes if not 0 <= int(c) < model.n_classes]
-    if bad:
-        raise OptionError(f"classes {bad} are out of range; the model has classes 0..{model.n_classes - 1}")
-    return [int(c) for c in sorted(set(classes)) if c in present]
-
-
 def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provider: str = "auto",
-                    classes: Sequence[int] | None = None, progress: bool | None = None) -> ClassGradients:
+                    classes: Sequence[int] | None = None, progress: bool | None = None,
+                    workers: int | None = None) -> ClassGradients:
     """Exact ``∇θ L_c(θ*)`` of every class present in ``data``.
 
     Parameters
@@ -168,6 +158,10 @@ def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provi
         Compute only these classes (default: every class present).
     progress : bool, optional
         Draw a progress bar (default: when stderr is a terminal).
+    workers : int, optional
+        Batches run at once on CPU, one thread each (default: one per CPU core, fewer if
+        their intermediate tensors would not fit in memory); 1 runs one batch at a time over
+        ONNX Runtime's intra-op threads. CUDA always runs one. See :class:`GradientStream`.
 
     Returns
     -------
@@ -181,7 +175,7 @@ def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provi
     of its samples given zero weight, which add nothing. This is several times cheaper
     than one seed per class (benchmarks/RESULTS.md, "Gradient pass").
     """
-    stream = GradientStream(model, data, batch_size=batch_size, provider=provider, classes=classes)
+    stream = GradientStream(model, data, batch_size=batch_size, provider=provider, classes=classes, workers=workers)
     flat = np.zeros((len(stream.classes), stream.n_parameters), dtype=np.float32)
     start = time.perf_counter()
     with Progress(stream.n_batches, "class gradients", enabled=progress) as bar:
@@ -190,80 +184,6 @@ def class_gradients(model: Model, data: Dataset, *, batch_size: int = 128, provi
     return ClassGradients(classes=tuple(stream.classes), names=tuple(model.parameter_names),
                           shapes=tuple(p.shape for p in model.parameters), flat=flat, losses=stream.losses,
                           counts=stream.counts, provider=stream.device, seconds=time.perf_counter() - start)
-
-
-class GradientStream:
-    """Yields ``(c, g_c)`` one class at a time, so a caller may reduce each gradient on the fly.
-
-    :func:`class_gradients` stores them all; a large-K audit keeps only a sketch of each
-    (:func:`gradient_sketches`) and recomputes the few it needs in full.
-    """
-
-    def __init__(self, model: Model, data: Dataset, *, batch_size: int = 128, provider: str = "auto",
-                 classes: Sequence[int] | None = None) -> None:
-        from .data import check_dataset
-
-        data = check_dataset(data, model)
-        self.model = model
-        self.features, self.y = data.features, np.asarray(data.y)
-        self.device = resolve_provider(provider)
-        self.classes = _check_classes(model, self.y, classes)
-        self.counts = np.bincount(self.y, minlength=model.n_classes).astype(np.int64)
-        if batch_size < 1:
-            raise OptionError(f"batch size must be >= 1, got {batch_size}")
-        largest = int(self.counts[self.classes].max()) if self.classes else 1
-        self.batch = int(model.fixed_batch or min(batch_size, max(largest, 1)))
-        self.sizes = [p.size for p in model.parameters]
-        self.n_parameters = sum(self.sizes)
-        self.losses = np.full(model.n_classes, np.nan)
-        self.n_batches = sum(-(-int(self.counts[c]) // self.batch) for c in self.classes)
-
-    def run(self, tick: Callable[[], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        model, y, batch, device = self.model, self.y, self.batch, self.device
-        shapes = {n: a.shape[1:] for n, a in self.features.items()}
-        from .reverse_rules import gradient_session_config
-
-        session = make_session(G.gradient_graph(model, batch, shapes), device,
-                               config=gradient_session_config(model.session_config))
-        outputs = [o.name for o in session.get_outputs()]
-        weights = model.weights()
-        binding = session.io_binding()
-        inputs = {i.name for i in session.get_inputs()}
-        for p in model.parameters:  # θ* is baked into the graph unless that optimisation is off
-            if p.name in inputs:
-                binding.bind_ortvalue_input(p.name, _to_device(weights[p.name].astype(p.dtype, copy=False), device))
-        binding.bind_ortvalue_input(f"adj_{G.TOTAL_LOSS}", _to_device(np.ones(1, np.float32), device))
-        for name in outputs:
-            binding.bind_output(name, "cpu")
-        buffers = {n: np.zeros((batch, *a.shape[1:]), dtype=a.dtype) for n, a in self.features.items()}
-        target = np.zeros((batch, model.n_classes), dtype=np.float32)
-        for c in self.classes:
-            idx_all = np.flatnonzero(y == c)
-            g = np.zeros(self.n_parameters, dtype=np.float32)
-            loss = 0.0
-            for s in range(0, len(idx_all), batch):
-                idx = idx_all[s:s + batch]
-                for name, xb in buffers.items():
-                    # The last batch is padded with copies of a real sample (weight 0): zero rows
-                    # could make a model divide by zero (an all-zero attention mask) and NaN
-                    # times a zero weight is still NaN in the adjoint.
-                    xb[: len(idx)] = self.features[name][idx]
-                    xb[len(idx):] = self.features[name][idx[0]]
-                    binding.bind_ortvalue_input(name, _to_device(xb, device))
-                target[:] = 0
-                target[: len(idx), c] = 1.0 / self.counts[c]
-                binding.bind_ortvalue_input(G.TARGET, _to_device(target, device))
-                session.run_with_iobinding(binding)
-                values = binding.copy_outputs_to_cpu()
-                loss += float(values[0])
-                offset = 0
-                for size, value in zip(self.sizes, values[1:]):
-                    g[offset:offset + size] += value.reshape(-1)
-                    offset += size
-                if tick is not None:
-                    tick()
-            self.losses[c] = loss
-            yield c, g
 
 
 class CountSketch:
@@ -285,14 +205,14 @@ class CountSketch:
 
 
 def gradient_sketches(model: Model, data: Dataset, *, dim: int = 2048, seed: int = 0, batch_size: int = 128,
-                      provider: str = "auto", progress: bool | None = None
+                      provider: str = "auto", progress: bool | None = None, workers: int | None = None
                       ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """Count sketches of every class gradient, for a cheap conflict screen when K is large.
 
     Memory stays ``K x dim`` (see :class:`CountSketch`). Returns the classes, the sketches
     ``[n, dim]`` and the exact gradient norms.
     """
-    stream = GradientStream(model, data, batch_size=batch_size, provider=provider)
+    stream = GradientStream(model, data, batch_size=batch_size, provider=provider, workers=workers)
     sketch = CountSketch(stream.n_parameters, dim, seed)
     sketches = np.zeros((len(stream.classes), dim))
     norms = np.zeros(len(stream.classes))

@@ -133,11 +133,14 @@ def resolve_provider(provider: str = "auto") -> str:
 
 
 def make_session(model: onnx.ModelProto | bytes, device: str, *, threads: int = 0,
-                 optimize: bool = True, config: Mapping[str, str] | None = None) -> ort.InferenceSession:
+                 optimize: bool = True, config: Mapping[str, str] | None = None,
+                 memory_pattern: bool = True) -> ort.InferenceSession:
     """A session on ``device`` ("cuda" or "cpu"); logs only errors.
 
     ``config`` holds session config entries (:attr:`auditor.model.Model.session_config`:
-    a quantised model's twin must keep its Q/DQ nodes op by op).
+    a quantised model's twin must keep its Q/DQ nodes op by op). ``memory_pattern=False``
+    turns off ONNX Runtime's planned block per run: tensors then come from the arena one by
+    one, which is as fast once warm and needs one warm-up run instead of two.
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -147,6 +150,7 @@ def make_session(model: onnx.ModelProto | bytes, device: str, *, threads: int = 
         options.intra_op_num_threads = threads
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.enable_mem_pattern = memory_pattern
     providers = [_CUDA, _CPU] if device == "cuda" else [_CPU]
     data = model if isinstance(model, bytes) else model.SerializeToString()
     try:

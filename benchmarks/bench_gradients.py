@@ -4,9 +4,11 @@ Prints, in one run, with the variants interleaved (each repetition runs every va
 in turn; min and median over the repetitions):
 
 1. the whole data set: ORT forward at θ* (the audit's evaluation graph, batches of
-   ``--batch-size``), ``auditor.class_gradients`` (graph construction included), PyTorch
-   autograd forward+backward of the same network on the same class-sorted batches;
-   ratios gradients / forward (goal <= 4) and gradients / PyTorch (goal <= 1).
+   ``--batch-size``), ``auditor.class_gradients`` (graph construction included; default
+   workers, one per core, and ``workers=1``: one batch at a time over ONNX Runtime's
+   intra-op threads), PyTorch autograd forward+backward of the same network on the same
+   class-sorted batches; ratios gradients / forward (goal <= 4) and gradients / PyTorch
+   (goal <= 1).
 2. one batch through the gradient graph: every optimisation on, each one switched off
    (``auditor.reverse_rules.disabled``), and all off (onnx-ad's own rules as emitted);
    each as a multiple of one forward batch.
@@ -153,6 +155,8 @@ def main() -> None:
         "ORT forward": forward_pass(model, x, y, args.batch_size),
         "all class gradients": lambda: auditor.class_gradients(model, ds, batch_size=args.batch_size,
                                                                 provider="cpu", progress=False),
+        "  the same, workers=1 (intra-op)": lambda: auditor.class_gradients(
+            model, ds, batch_size=args.batch_size, provider="cpu", progress=False, workers=1),
         "PyTorch forward+backward": torch_gradients(net, x, y, k, args.batch_size),
     }, args.repeat)
     print(f"\n1. whole data set, {args.repeat} interleaved rounds")
@@ -164,6 +168,10 @@ def main() -> None:
         ratios[name] = (min(g) / min(o), statistics.median(g) / statistics.median(o))
     print("gradients / forward: {:.2f} (wall min), {:.2f} (wall median); gradients / PyTorch: {:.2f} (wall min), "
           "{:.2f} (wall median)".format(*ratios["ORT forward"], *ratios["PyTorch forward+backward"]))
+    one = [w for w, _ in whole["  the same, workers=1 (intra-op)"]]
+    o = [w for w, _ in whole["ORT forward"]]
+    print(f"gradients with workers=1 / forward: {min(one) / min(o):.2f} (wall min), "
+          f"{statistics.median(one) / statistics.median(o):.2f} (wall median)")
 
     per_batch = interleaved(batch_variants(model, x, args.batch_size), args.batch_repeat)
     print(f"\n2. one batch of {args.batch_size}, {args.batch_repeat} interleaved rounds")

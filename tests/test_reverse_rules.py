@@ -18,7 +18,7 @@ from . import reference
 
 
 def _deep_model(stride: int, pads: list[int], dilation: int, kernel: tuple[int, int], pool: dict[str, list[int]],
-                size: tuple[int, int]) -> onnx.ModelProto:
+                size: tuple[int, int], channels: tuple[int, int] = (4, 5)) -> onnx.ModelProto:
     """Conv -> Relu -> Conv under test -> Relu -> MaxPool -> Conv (1x1) -> GlobalAveragePool -> Gemm.
 
     The first Conv's weight gradient flows back through every rewritten rule: the input
@@ -26,10 +26,11 @@ def _deep_model(stride: int, pads: list[int], dilation: int, kernel: tuple[int, 
     """
     rng = np.random.default_rng(stride * 100 + sum(pads) * 10 + dilation)
     kh, kw = kernel
+    c1, c2 = channels
     inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * scale, name)
-             for name, shape, scale in [("w1", (4, 2, 3, 3), 0.4), ("b1", (4,), 0.1),
-                                        ("w2", (5, 4, kh, kw), 0.3), ("b2", (5,), 0.1),
-                                        ("w3", (6, 5, 1, 1), 0.4), ("fc", (3, 6), 0.5), ("fcb", (3,), 0.1)]]
+             for name, shape, scale in [("w1", (c1, 2, 3, 3), 0.4), ("b1", (c1,), 0.1),
+                                        ("w2", (c2, c1, kh, kw), 0.3), ("b2", (c2,), 0.1),
+                                        ("w3", (6, c2, 1, 1), 0.4), ("fc", (3, 6), 0.5), ("fcb", (3,), 0.1)]]
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], strides=[stride, stride], pads=pads,
@@ -58,6 +59,10 @@ CASES = {
     "pads beyond the kernel's reach": (1, [3, 0, 3, 1], 1, (3, 3), {"kernel_shape": [2, 2], "strides": [2, 2]},
                                        (8, 9)),
     "pool leaves rows unread": (1, [1, 1, 1, 1], 1, (3, 3), {"kernel_shape": [3, 3], "strides": [3, 3]}, (10, 11)),
+    # channels in and out of the Conv under test: 2 -> 16 makes its weight gradient all windows
+    "few input channels": (1, [1, 1, 1, 1], 1, (3, 3), {"kernel_shape": [2, 2], "strides": [2, 2]}, (10, 12), (2, 16)),
+    "few input channels, dilation 2, asymmetric pads": (1, [2, 0, 1, 2], 2, (3, 2),
+                                                        {"kernel_shape": [2, 2], "strides": [2, 2]}, (10, 11), (2, 16)),
 }
 
 
@@ -71,7 +76,7 @@ def _gradients(path, data, off: tuple[str, ...] = ()) -> auditor.ClassGradients:
 def test_rules_equal_onnx_ad_rules_and_finite_differences(tmp_path, case: str) -> None:
     path = tmp_path / "deep.onnx"
     onnx.save(_deep_model(*CASES[case]), path)
-    pads, size = CASES[case][1], CASES[case][-1]
+    pads, size = CASES[case][1], CASES[case][5]
     rng = np.random.default_rng(1)
     data = auditor.Dataset(rng.standard_normal((10, 2, *size)).astype(np.float32), np.arange(10) % 3)
     fast = _gradients(path, data)
@@ -109,7 +114,7 @@ def _ops(case: str, tmp_path, off: tuple[str, ...] = ()) -> tuple[Counter[str], 
     onnx.save(_deep_model(*CASES[case]), path)
     model = auditor.load_model(path)
     with R.disabled(*off):
-        m = G.gradient_graph(model, 4, {model.input_name: (2, *CASES[case][-1])})
+        m = G.gradient_graph(model, 4, {model.input_name: (2, *CASES[case][5])})
     return Counter(n.op_type for n in m.graph.node), m
 
 
@@ -128,6 +133,11 @@ def test_rules_are_the_ones_in_the_graph(tmp_path) -> None:
     assert [d.dim_value for d in seed.type.tensor_type.shape.dim] == [1]
     strided, _ = _ops("stride 2, pad 1", tmp_path)
     assert strided["ConvTranspose"] == 1  # stride 2 keeps the transposed convolution
+    windows = {n.output[0] for n in m.graph.node if "im2col_stack" in n.output[0]}
+    assert not windows  # four input channels: the weight gradients shift rows and columns
+    few, m = _ops("few input channels", tmp_path)
+    windows = {n.output[0] for n in m.graph.node if "im2col_stack" in n.output[0]}
+    assert len(windows) == 1 and few["Gather"] == 1  # two input channels, 16 out: windows; the first Conv keeps its rows
     for case in ("1x1, overlapping pool", "pool leaves rows unread"):  # MaxUnpool would be wrong: onnx-ad's rule
         ops, _ = _ops(case, tmp_path)
         assert ops["ScatterND"] == 1 and ops["MaxUnpool"] == 0, case
