@@ -17,7 +17,8 @@ import onnx
 from .errors import OptionError
 
 __all__ = ["NEAR_TIE", "MIN_CACHE_BATCH", "padded_samples", "graph_batch", "default_workers", "check_workers",
-           "run_bytes", "available_memory", "memory_workers", "last_level_cache", "largest_tensor", "cache_batch"]
+           "run_bytes", "available_memory", "memory_workers", "last_level_cache", "largest_tensor", "cache_batch",
+           "kernel_rows"]
 
 #: The smallest batch :func:`cache_batch` gives (batches of 4 ran slower than 8-16).
 MIN_CACHE_BATCH = 8
@@ -116,6 +117,26 @@ def last_level_cache() -> int | None:
 def largest_tensor(graph: onnx.ModelProto) -> int:
     """Bytes of the largest intermediate tensor of ``graph`` with a static shape (0 if none)."""
     return max([_tensor_bytes(info) for info in graph.graph.value_info] or [0])
+
+
+def kernel_rows(graph: onnx.ModelProto) -> int:
+    """The most kernel rows of any Conv in ``graph`` (1 without one).
+
+    A Conv's weight gradient stacks that many row-shifted copies of its padded input
+    (:mod:`auditor.conv_gradient`), the gradient pass's largest tensors: the largest forward
+    activation times this sizes them without building the gradient graph.
+    """
+    shapes = {t.name: list(t.dims) for t in graph.graph.initializer}
+    rows = 1
+    for node in graph.graph.node:
+        if node.op_type != "Conv":
+            continue
+        kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
+        if kernel is None and len(node.input) > 1:
+            kernel = shapes.get(node.input[1], [])[2:]
+        if kernel:
+            rows = max(rows, int(kernel[0]))
+    return rows
 
 
 def cache_batch(largest_per_sample: int, workers: int, cache: int | None) -> int:

@@ -95,11 +95,14 @@ class GradientStream:
         self._default_workers = workers is None
 
     def _batch_limit(self, batch_size: int, workers: int) -> int:
-        """``batch_size``, or less for one-thread workers: what keeps a batch's largest tensor in cache."""
+        """``batch_size``, or less for one-thread workers: what keeps a batch's largest tensor in cache
+        (the forward pass's largest activation times :func:`~auditor.gradient_plan.kernel_rows`:
+        building a gradient graph only to measure its tensors cost a second graph build)."""
         if workers <= 1 or not self.classes or self.model.fixed_batch:
             return batch_size
         shapes = {n: a.shape[1:] for n, a in self.features.items()}
-        per_sample = P.largest_tensor(G.gradient_graph(self.model, 1, shapes))
+        forward = G.forward_shapes(self.model, 1, shapes)
+        per_sample = P.largest_tensor(forward) * P.kernel_rows(forward)
         return min(batch_size, P.cache_batch(per_sample, workers, P.last_level_cache()))
 
     def _batches(self) -> Iterator[tuple[int, np.ndarray, bool]]:

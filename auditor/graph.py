@@ -375,6 +375,22 @@ def perturbation_graph(model: Any, n_directions: int) -> onnx.ModelProto:
 # --------------------------------------------------------------------------- gradients
 
 
+def forward_shapes(model: Any, batch: int, sample_shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
+    """The graph up to LOGITS with static input shapes ``[batch, *sample_shapes[name]]``, shapes inferred.
+
+    Its ``value_info`` sizes a pass's activations without building the gradient graph (the
+    gradient pass's largest tensors are these activations and shifted copies of them).
+    """
+    m = _with_logits(model)
+    for v in m.graph.input:
+        if v.name in sample_shapes:
+            dims = v.type.tensor_type.shape.dim
+            for d, size in zip(dims, [batch, *sample_shapes[v.name]]):
+                d.Clear()
+                d.dim_value = int(size)
+    return _infer(m)
+
+
 def gradient_graph(model: Any, batch: int, sample_shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
     """The reverse-mode graph of the weighted cross-entropy with respect to θ.
 

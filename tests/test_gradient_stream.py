@@ -175,8 +175,28 @@ def test_cache_batch_keeps_a_batchs_largest_tensor_in_half_a_workers_cache_share
     path = tmp_path / "deep.onnx"
     onnx.save(_deep_model(*CASES["3x3 same"]), path)
     model = auditor.load_model(path)
-    per_sample = P.largest_tensor(auditor.graph.gradient_graph(model, 1, {model.input_name: (2, 10, 12)}))
+    shapes = {model.input_name: (2, 10, 12)}
+    forward = auditor.graph.forward_shapes(model, 1, shapes)
+    per_sample = P.largest_tensor(forward) * P.kernel_rows(forward)
+    # sized without the gradient graph: its largest tensor is 3 row-shifted copies of a padded activation
+    assert P.kernel_rows(forward) == 3
+    assert 0.8 < per_sample / P.largest_tensor(auditor.graph.gradient_graph(model, 1, shapes)) < 1.25
     data = _data([40, 40, 40])
     monkeypatch.setattr(P, "last_level_cache", lambda: 2 * 2 * 9 * per_sample)  # 9 samples a worker's half
     assert S.GradientStream(model, data, batch_size=32, provider="cpu", workers=2).batch == 8  # at most 9: 8 pads nothing
     assert S.GradientStream(model, data, batch_size=32, provider="cpu", workers=1).batch == 20  # intra-op: asked
+
+
+def test_kernel_rows_reads_the_attribute_or_the_weight_shape() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph(*convs: onnx.NodeProto) -> onnx.ModelProto:
+        w = numpy_helper.from_array(np.zeros((4, 2, 5, 3), np.float32), "w")
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 9, 9])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        return helper.make_model(helper.make_graph(list(convs), "g", [x], [y], [w]))
+
+    assert P.kernel_rows(graph(helper.make_node("Relu", ["x"], ["y"]))) == 1
+    assert P.kernel_rows(graph(helper.make_node("Conv", ["x", "w"], ["y"]))) == 5  # from the weight's shape
+    assert P.kernel_rows(graph(helper.make_node("Conv", ["x", "w"], ["h"], kernel_shape=[5, 3]),
+                               helper.make_node("Conv", ["h", "v"], ["y"], kernel_shape=[7, 1]))) == 7
