@@ -16,12 +16,15 @@ import onnx
 
 from .errors import OptionError
 
-__all__ = ["NEAR_TIE", "MIN_CACHE_BATCH", "padded_samples", "graph_batch", "default_workers", "check_workers",
-           "run_bytes", "available_memory", "memory_workers", "last_level_cache", "largest_tensor", "cache_batch",
-           "kernel_rows"]
+__all__ = ["NEAR_TIE", "MIN_CACHE_BATCH", "MIN_PARALLEL_BYTES", "padded_samples", "graph_batch", "default_workers",
+           "check_workers", "run_bytes", "available_memory", "memory_workers", "last_level_cache", "largest_tensor",
+           "cache_batch", "kernel_rows"]
 
 #: The smallest batch :func:`cache_batch` gives (batches of 4 ran slower than 8-16).
 MIN_CACHE_BATCH = 8
+#: By default a gradient batch whose forward activations total less than this runs on one
+#: worker: handing it to a thread costs more than it saves (the demo's MLP: ~40 KB a batch).
+MIN_PARALLEL_BYTES = 4 << 20
 #: Batch sizes whose padded work is within this fraction of the least count as ties
 #: (the larger batch wins: fewer runs of the graph).
 NEAR_TIE = 0.01

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from . import gradient_plan as P
@@ -67,7 +68,8 @@ class GradientStream:
         Only these classes (default: every class present). The graph batch depends on them.
     workers : int, optional
         Batches run at once on CPU, each by one thread (default: one per CPU core, fewer
-        if that many runs' intermediate tensors would not fit in the available memory,
+        if that many runs' intermediate tensors would not fit in the available memory, one
+        when a batch's forward activations are under :data:`~auditor.gradient_plan.MIN_PARALLEL_BYTES`,
         :func:`auditor.gradient_plan.memory_workers`); 1 runs one batch at a time over ONNX Runtime's intra-op
         threads. CUDA always runs one. Each worker holds one batch's intermediates.
     """
@@ -85,8 +87,14 @@ class GradientStream:
         if isinstance(batch_size, bool) or batch_size < 1:
             raise OptionError(f"batch size must be >= 1, got {batch_size}")
         wanted = P.check_workers(workers, self.device)
-        self.batch = int(model.fixed_batch or P.graph_batch(self.counts[self.classes].tolist(),
-                                                             self._batch_limit(batch_size, wanted)))
+        forward = None
+        if wanted > 1 and self.classes and not model.fixed_batch:
+            forward = G.forward_shapes(model, 1, {n: a.shape[1:] for n, a in self.features.items()})
+            top = min(batch_size, int(self.counts[self.classes].max()))
+            if workers is None and P.run_bytes(forward) * top < P.MIN_PARALLEL_BYTES:
+                wanted = 1  # a batch this small costs less than handing it to a thread
+        limit = batch_size if forward is None else self._batch_limit(batch_size, wanted, forward)
+        self.batch = int(model.fixed_batch or P.graph_batch(self.counts[self.classes].tolist(), limit))
         self.sizes = [p.size for p in model.parameters]
         self.n_parameters = sum(self.sizes)
         self.losses = np.full(model.n_classes, np.nan)
@@ -94,14 +102,12 @@ class GradientStream:
         self.workers = max(1, min(wanted, self.n_batches))
         self._default_workers = workers is None
 
-    def _batch_limit(self, batch_size: int, workers: int) -> int:
+    def _batch_limit(self, batch_size: int, workers: int, forward: onnx.ModelProto) -> int:
         """``batch_size``, or less for one-thread workers: what keeps a batch's largest tensor in cache
         (the forward pass's largest activation times :func:`~auditor.gradient_plan.kernel_rows`:
         building a gradient graph only to measure its tensors cost a second graph build)."""
-        if workers <= 1 or not self.classes or self.model.fixed_batch:
+        if workers <= 1:
             return batch_size
-        shapes = {n: a.shape[1:] for n, a in self.features.items()}
-        forward = G.forward_shapes(self.model, 1, shapes)
         per_sample = P.largest_tensor(forward) * P.kernel_rows(forward)
         return min(batch_size, P.cache_batch(per_sample, workers, P.last_level_cache()))
 

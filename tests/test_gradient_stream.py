@@ -155,6 +155,9 @@ def test_default_workers_are_as_many_runs_as_fit_in_memory(tmp_path, monkeypatch
     model = auditor.load_model(path)
     data = _data([9, 14, 5])
     monkeypatch.setattr(P, "default_workers", lambda: 4)
+    assert S.GradientStream(model, data, batch_size=4, provider="cpu").workers == 1  # batches too small to hand off
+    assert S.GradientStream(model, data, batch_size=4, provider="cpu", workers=2).workers == 2  # asked for: kept
+    monkeypatch.setattr(P, "MIN_PARALLEL_BYTES", 0)
     for available, want in [(None, 4), (0, 1)]:
         monkeypatch.setattr(P, "available_memory", lambda available=available: available)
         stream = S.GradientStream(model, data, batch_size=4, provider="cpu")
