@@ -18,10 +18,14 @@ from .errors import OptionError
 
 __all__ = ["NEAR_TIE", "MIN_CACHE_BATCH", "MIN_PARALLEL_BYTES", "padded_samples", "graph_batch", "default_workers",
            "check_workers", "run_bytes", "available_memory", "memory_workers", "last_level_cache", "largest_tensor",
-           "cache_batch", "kernel_rows"]
+           "cache_batch", "kernel_rows", "MIN_CONTRACTION", "contraction_batch"]
 
 #: The smallest batch :func:`cache_batch` gives (batches of 4 ran slower than 8-16).
 MIN_CACHE_BATCH = 8
+#: A Conv's weight gradient contracts over batch x output positions: at least this many, or
+#: its MatMuls run far below speed (ResNet-18 at 64x64, whose last Convs have 2x2 outputs:
+#: batches of 8 took 1.4x the time of batches of 40).
+MIN_CONTRACTION = 256
 #: By default a gradient batch whose forward activations total less than this runs on one
 #: worker: handing it to a thread costs more than it saves (the demo's MLP: ~40 KB a batch).
 MIN_PARALLEL_BYTES = 4 << 20
@@ -140,6 +144,20 @@ def kernel_rows(graph: onnx.ModelProto) -> int:
         if kernel:
             rows = max(rows, int(kernel[0]))
     return rows
+
+
+def contraction_batch(graph: onnx.ModelProto) -> int:
+    """The batch that gives every Conv's weight gradient :data:`MIN_CONTRACTION` terms to sum:
+    ``ceil(MIN_CONTRACTION / positions)`` for the Conv with the fewest output positions in
+    ``graph`` (shapes inferred at batch 1; 1 without a Conv of known shape)."""
+    outputs = {n.output[0] for n in graph.graph.node if n.op_type == "Conv"}
+    fewest = None
+    for info in [*graph.graph.value_info, *graph.graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if info.name in outputs and len(dims) > 2 and all(d.HasField("dim_value") for d in dims[2:]):
+            positions = int(np.prod([d.dim_value for d in dims[2:]]))
+            fewest = positions if fewest is None else min(fewest, positions)
+    return 1 if not fewest else -(-MIN_CONTRACTION // fewest)
 
 
 def cache_batch(largest_per_sample: int, workers: int, cache: int | None) -> int:

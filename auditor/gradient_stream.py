@@ -105,11 +105,14 @@ class GradientStream:
     def _batch_limit(self, batch_size: int, workers: int, forward: onnx.ModelProto) -> int:
         """``batch_size``, or less for one-thread workers: what keeps a batch's largest tensor in cache
         (the forward pass's largest activation times :func:`~auditor.gradient_plan.kernel_rows`:
-        building a gradient graph only to measure its tensors cost a second graph build)."""
+        building a gradient graph only to measure its tensors cost a second graph build), but
+        never less than what keeps the weight gradients' MatMuls efficient
+        (:func:`~auditor.gradient_plan.contraction_batch`)."""
         if workers <= 1:
             return batch_size
         per_sample = P.largest_tensor(forward) * P.kernel_rows(forward)
-        return min(batch_size, P.cache_batch(per_sample, workers, P.last_level_cache()))
+        cached = P.cache_batch(per_sample, workers, P.last_level_cache())
+        return min(batch_size, max(cached, P.contraction_batch(forward)))
 
     def _batches(self) -> Iterator[tuple[int, np.ndarray, bool]]:
         """``(c, sample indices, last batch of c)`` in class order, then batch order."""

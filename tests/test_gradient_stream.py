@@ -203,3 +203,32 @@ def test_kernel_rows_reads_the_attribute_or_the_weight_shape() -> None:
     assert P.kernel_rows(graph(helper.make_node("Conv", ["x", "w"], ["y"]))) == 5  # from the weight's shape
     assert P.kernel_rows(graph(helper.make_node("Conv", ["x", "w"], ["h"], kernel_shape=[5, 3]),
                                helper.make_node("Conv", ["h", "v"], ["y"], kernel_shape=[7, 1]))) == 7
+
+
+def test_contraction_batch_gives_the_conv_with_fewest_outputs_enough_terms(tmp_path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((4, 2, 3, 3), np.float32), "w")
+    v = numpy_helper.from_array(np.zeros((4, 4, 3, 3), np.float32), "v")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "v"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 12, 10])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    m = onnx.shape_inference.infer_shapes(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, v])))
+    # outputs 6x5 then 3x3: the second has 9 positions
+    assert P.contraction_batch(m) == -(-P.MIN_CONTRACTION // 9)
+    no_conv = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    assert P.contraction_batch(no_conv) == 1
+
+    path = tmp_path / "deep.onnx"
+    onnx.save(_deep_model(*CASES["3x3 same"]), path)
+    model = auditor.load_model(path)
+    forward = auditor.graph.forward_shapes(model, 1, {model.input_name: (2, 10, 12)})
+    floor = P.contraction_batch(forward)
+    assert floor > P.MIN_CACHE_BATCH  # 10x12 outputs at most: 256 terms take 3 samples or more
+    data = _data([3 * floor, 3 * floor])
+    import unittest.mock as mock
+
+    with mock.patch.object(P, "last_level_cache", lambda: 1), mock.patch.object(P, "MIN_PARALLEL_BYTES", 0):
+        stream = S.GradientStream(model, data, batch_size=4 * floor, provider="cpu", workers=2)
+    assert stream.batch == floor  # a cache of 1 byte asks for 8; the weight gradients' floor wins
