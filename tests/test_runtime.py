@@ -96,6 +96,20 @@ def test_probe_keeps_rebuild_when_the_inputs_run_is_stopped(small_mlp: dict, mon
     ev.evaluate([0.0])
     assert ev.strategy == "rebuild" and ev.timings["inputs_stopped"] == 1.0
     assert ev.costs is not None and ev.costs.inputs_stopped
+    # the stopped run's per-sample cost is a lower bound: no subset, however small, is sent to inputs
+    assert ev.restricted(np.arange(1)).strategy == ev.restricted(np.arange(3)).strategy == "rebuild"
+
+
+def test_a_stopped_inputs_run_never_wins_on_its_lower_bound() -> None:
+    from auditor.strategy import StrategyCosts
+
+    costs = StrategyCosts(creation_s=0.2, inputs_per_sample_s=0.001, rebuild_per_sample_s=0.0005,
+                          inputs_stopped=True, rebuild_overhead_s=0.2)
+    assert costs.estimate("inputs", 10) < costs.estimate("rebuild", 10)
+    assert [costs.faster(n) for n in (1, 10, 1000)] == ["rebuild"] * 3
+    timed = StrategyCosts(creation_s=0.2, inputs_per_sample_s=0.001, rebuild_per_sample_s=0.0005,
+                          rebuild_overhead_s=0.2)
+    assert [timed.faster(n) for n in (1, 10, 1000)] == ["inputs", "inputs", "rebuild"]
 
 
 @pytest.mark.parametrize("inputs_batch_s", [0.0, 10.0])
