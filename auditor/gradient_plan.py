@@ -61,10 +61,15 @@ def graph_batch(counts: Sequence[int], batch_size: int) -> int:
 
 
 def default_workers() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    """The CPU cores this process may run on (its affinity mask where the OS has one), at most
+    ``OMP_NUM_THREADS`` when that is set: a Ray actor given one CPU gets ``OMP_NUM_THREADS=1``,
+    and several actors on one machine would otherwise each run a worker per core."""
     if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+        cores = max(1, len(os.sched_getaffinity(0)))
+    else:
+        cores = max(1, os.cpu_count() or 1)
+    told = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(cores, int(told)) if told.isdigit() and int(told) >= 1 else cores
 
 
 def run_bytes(graph: onnx.ModelProto) -> int:

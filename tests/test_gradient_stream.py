@@ -232,3 +232,18 @@ def test_contraction_batch_gives_the_conv_with_fewest_outputs_enough_terms(tmp_p
     with mock.patch.object(P, "last_level_cache", lambda: 1), mock.patch.object(P, "MIN_PARALLEL_BYTES", 0):
         stream = S.GradientStream(model, data, batch_size=4 * floor, provider="cpu", workers=2)
     assert stream.batch == floor  # a cache of 1 byte asks for 8; the weight gradients' floor wins
+
+
+def test_default_workers_honour_omp_num_threads(monkeypatch) -> None:
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = P.default_workers()
+    assert cores == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray gives an actor with one CPU
+    assert P.default_workers() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 5))  # never more than the cores
+    assert P.default_workers() == cores
+    for junk in ("", "0", "two", "-3"):
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert P.default_workers() == cores
