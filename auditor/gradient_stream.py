@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from . import gradient_plan as P
 from . import graph as G
-from .errors import OptionError
+from .errors import ModelError, OptionError
 from .runtime import _to_device, make_session, resolve_provider
 
 if TYPE_CHECKING:
@@ -89,9 +89,12 @@ class GradientStream:
         wanted = P.check_workers(workers, self.device)
         forward = None
         if wanted > 1 and self.classes and not model.fixed_batch:
-            forward = G.forward_shapes(model, 1, {n: a.shape[1:] for n, a in self.features.items()})
+            try:  # only sizes the batch: a graph whose shapes do not infer here runs unsized
+                forward = G.forward_shapes(model, 1, {n: a.shape[1:] for n, a in self.features.items()})
+            except ModelError:
+                forward = None
             top = min(batch_size, int(self.counts[self.classes].max()))
-            if workers is None and P.run_bytes(forward) * top < P.MIN_PARALLEL_BYTES:
+            if forward is not None and workers is None and P.run_bytes(forward) * top < P.MIN_PARALLEL_BYTES:
                 wanted = 1  # a batch this small costs less than handing it to a thread
         limit = batch_size if forward is None else self._batch_limit(batch_size, wanted, forward)
         self.batch = int(model.fixed_batch or P.graph_batch(self.counts[self.classes].tolist(), limit))

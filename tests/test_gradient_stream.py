@@ -247,3 +247,24 @@ def test_default_workers_honour_omp_num_threads(monkeypatch) -> None:
     for junk in ("", "0", "two", "-3"):
         monkeypatch.setenv("OMP_NUM_THREADS", junk)
         assert P.default_workers() == cores
+
+
+def test_shapes_that_do_not_infer_leave_the_batch_unsized(tmp_path, monkeypatch) -> None:
+    """The forward shapes only size the batch: a failure there must not stop the gradients."""
+    from auditor.errors import ModelError
+
+    path = tmp_path / "deep.onnx"
+    onnx.save(_deep_model(*CASES["3x3 same"]), path)
+    model = auditor.load_model(path)
+    data = _data([6, 6])
+    expected = S.GradientStream(model, data, batch_size=6, provider="cpu", workers=1)
+
+    def fails(*args: object) -> None:
+        raise ModelError("shape inference failed")
+
+    monkeypatch.setattr(auditor.graph, "forward_shapes", fails)
+    stream = S.GradientStream(model, data, batch_size=6, provider="cpu", workers=2)
+    assert stream.batch == 6 and stream.workers == 2
+    for (c, g), (c1, g1) in zip(stream.run(), expected.run()):
+        assert c == c1
+        np.testing.assert_allclose(g, g1, rtol=1e-5, atol=1e-7)
