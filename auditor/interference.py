@@ -23,6 +23,7 @@ from .serialization import array_from_json, json_array
 
 __all__ = [
     "InterferenceResult",
+    "gram",
     "gradient_conflict",
     "first_order_interference",
     "finite_step_interference",
@@ -42,15 +43,28 @@ NO_FALL = "the ego loss does not fall"
 #: A row of I and I1 is marked ill-conditioned when its ego loss L_c(θ*) is below this
 #: fraction of the mean loss L(θ*): its entries are then inflated about tenfold or more.
 ILL_CONDITIONED_FRACTION = 0.1
+#: Parameters per float64 block of :func:`gram` (ten classes: 5 MB a block).
+GRAM_CHUNK = 1 << 16
+
+
+def gram(flat: np.ndarray, chunk: int = GRAM_CHUNK) -> np.ndarray:
+    """``flat @ flat.T`` in float64, converting ``chunk`` columns at a time: a float64 copy of
+    every gradient at once (880 MB for ten classes of ResNet-18) and its page faults took
+    seconds; blocks of a few MB stay in cache."""
+    out = np.zeros((flat.shape[0], flat.shape[0]))
+    for start in range(0, flat.shape[1], chunk):
+        block = flat[:, start:start + chunk].astype(np.float64)
+        out += block @ block.T
+    return out
 
 
 def gradient_conflict(gradients: ClassGradients, n_classes: int) -> np.ndarray:
     """``C[c, c'] = -cos(g_c, g_c')`` over the raw gradients; NaN where undefined."""
     out = np.full((n_classes, n_classes), np.nan)
-    g = gradients.flat.astype(np.float64)
-    norms = np.linalg.norm(g, axis=1)
+    products = gram(gradients.flat)
+    norms = np.sqrt(np.diag(products))
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = (g @ g.T) / np.outer(norms, norms)
+        cos = products / np.outer(norms, norms)
     cos[~np.isfinite(cos)] = np.nan
     idx = np.asarray(gradients.classes, dtype=np.int64)
     out[np.ix_(idx, idx)] = -np.clip(cos, -1.0, 1.0)
@@ -65,10 +79,14 @@ def first_order_interference(gradients: ClassGradients, directions: Directions, 
     out = np.full((n_classes, n_classes), np.nan)
     if not directions.classes:
         return out
-    g = gradients.flat.astype(np.float64)  # [n_present, P]
+    g = gradients.flat  # [n_present, P], float32: converted block by block (see gram)
     present = list(gradients.classes)
     for c in directions.classes:
-        slopes = g @ directions.vector(c).astype(np.float64)  # slopes[j] = g_{present j} · d_c
+        d = directions.vector(c)
+        slopes = np.zeros(len(present))  # slopes[j] = g_{present j} · d_c, in float64
+        for start in range(0, g.shape[1], GRAM_CHUNK):
+            block = slice(start, start + GRAM_CHUNK)
+            slopes += g[:, block].astype(np.float64) @ d[block].astype(np.float64)
         own = slopes[present.index(c)]
         if own < 0:
             out[c, present] = slopes / -own

@@ -16,6 +16,7 @@ from auditor.interference import (
     finite_step_interference,
     first_order_interference,
     gradient_conflict,
+    gram,
     ill_conditioned,
     interference,
     loss_changes,
@@ -43,7 +44,19 @@ def test_gradient_conflict_is_minus_cosine_with_nan_for_absent_classes() -> None
     assert np.isnan(c[2]).all() and np.isnan(c[:, 4]).all()
 
 
-def test_first_order_interference_matches_plain_loop() -> None:
+@pytest.mark.parametrize("chunk", [1, 64, 1000, 1 << 16])
+def test_gram_in_blocks_is_the_float64_product(chunk: int) -> None:
+    flat = (np.random.default_rng(2).standard_normal((3, 1000)) * 1e3).astype(np.float32)
+    wide = flat.astype(np.float64)
+    np.testing.assert_allclose(gram(flat, chunk), wide @ wide.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [2, 1 << 16])
+def test_first_order_interference_matches_plain_loop(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    # the module, not the function auditor.interference; 2: five float64 blocks of 9 parameters
+    monkeypatch.setattr(sys.modules["auditor.interference"], "GRAM_CHUNK", chunk)
     rng = np.random.default_rng(1)
     g = _gradients(rng, (0, 1, 2), 9)
     d = -g.flat[[0, 2]] * rng.uniform(0.5, 2.0, size=(2, 9)).astype(np.float32)  # descent-ish, not parallel to g
