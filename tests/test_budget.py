@@ -265,3 +265,35 @@ def test_cli_budget_option(tmp_path: Path) -> None:
     d = json.loads((tmp_path / "out" / "results.json").read_text())
     assert d["options"]["budget"] == 3.0 and d["cost"]["budget"] == 3.0
     assert "plan: ≈" in ok.output and "2-D models: " in ok.output
+
+
+def test_the_two_direction_step_is_measured_and_prices_the_2d_models(mlp: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 2-D models' evaluations are priced with a measured two-direction step (not counted as
+    the audit's work); no 2-D model, nothing measured."""
+    from auditor.audit import costing
+    from auditor.execution.worker import Worker
+
+    measured = Worker.plane_step_s
+    calls: list[tuple[str, str, float]] = []
+
+    def spy(self: Worker, provider: str, strategy: str) -> float:
+        seconds = measured(self, provider, strategy)
+        calls.append((provider, strategy, seconds))
+        return seconds
+
+    speeds: list[Speed] = []
+    original = costing.PlaneCosts.__init__
+
+    def capture(self: costing.PlaneCosts, y: np.ndarray, directions: object, options: object, speed: Speed,
+                fixed_fpe: float = 0.0) -> None:
+        speeds.append(speed)
+        original(self, y, directions, options, speed, fixed_fpe)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Worker, "plane_step_s", spy)
+    monkeypatch.setattr(costing.PlaneCosts, "__init__", capture)
+    r = auditor.run_audit(mlp["model"], mlp["data"], auditor.AuditOptions(), gate=None)
+    assert len(calls) == 1 and calls[0][:2] == (r.provider, r.cct.strategy) and calls[0][2] > 0
+    assert r.timings["plane_step_s"] == calls[0][2] == speeds[0].overhead_s
+    assert speeds[0].pass_s == pytest.approx(r.cost.seconds_per_fpe)  # type: ignore[union-attr]
+    none = auditor.run_audit(mlp["model"], mlp["data"], auditor.AuditOptions(pairs=0), gate=None)
+    assert "plane_step_s" not in none.timings and len(calls) == 1

@@ -351,9 +351,15 @@ def models_stage(run: AuditRun, g: _Gradients, found: _Interference) -> list[Int
     by_score = [(a, b) for a, b, _ in found.top_interference if a in usable and b in usable]
     by_confusion = [(a, b) for a, b, _ in found.top_confusion if a in usable and b in usable]
     step_s = run.seconds_per_fpe()
-    fixed = 0.0 if run.strategy == "rebuild" else run.strategy_timings.get("inputs_creation_s", 0.0) / step_s
+    # what a 2-D model's evaluation costs whatever its size, measured along two directions (the
+    # probe's one-sample step had one); under "inputs" this also builds the plane's session
+    plane_s = _overhead(run)
+    if options.pairs != 0 and (by_score or by_confusion):
+        measured = run.executor.call(Task("2-D model step", "plane_step_s", (run.device, run.strategy)))
+        plane_s = float(measured) if isinstance(measured, float) else plane_s
+        run.timings["plane_step_s"] = plane_s
     planes = PlaneCosts(np.asarray(run.data.y), g.directions, options,
-                        Speed(len(run.data), step_s, run.strategy, _overhead(run)), fixed)
+                        Speed(len(run.data), step_s, run.strategy, plane_s))
     spent = run.outside_cct_s() / step_s
     why = (f" after the unperturbed pass, the gradients, the interference matrices with their α_s halvings and "
            f"the rest of the audit so far ({spent:.3g} FPE)")

@@ -161,6 +161,19 @@ class Worker:
         timings["base_pass_s"] = time.perf_counter() - start - (timings.get("probe_s", 0.0) if probing else 0.0)
         return BasePass(stats, evaluator.device, evaluator.strategy, timings, self.name)
 
+    def plane_step_s(self, provider: str, strategy: str) -> float:
+        """Seconds of a one-sample evaluation along two directions, as a 2-D model's steps run:
+        what its evaluations cost whatever their size (a session build under "rebuild", the
+        weights formed from two directions). Timed after a warm-up, and not counted."""
+        one = self.evaluator(provider, strategy).restricted(np.arange(1), n_directions=2, strategy=strategy)
+        one._counted = False  # the cost model's measurement, not the audit's work
+        base = one.base
+        one.set_directions([base, base])  # any non-zero directions of θ's shapes
+        one.evaluate([1e-3, 1e-3])
+        start = time.perf_counter()
+        one.evaluate([2e-3, -1e-3])
+        return time.perf_counter() - start
+
     def cct_cell(self, provider: str, strategy: str, plan: CCTPlan, i: int, indices: Sequence[int],
                  direction: np.ndarray) -> Evaluated:
         """One CCT cell: grid steps ``indices`` of ego class ``plan.ego_classes[i]`` along ``direction`` (flat)."""
