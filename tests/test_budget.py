@@ -284,10 +284,9 @@ def test_the_two_direction_step_is_measured_and_prices_the_2d_models(mlp: dict, 
     speeds: list[Speed] = []
     original = costing.PlaneCosts.__init__
 
-    def capture(self: costing.PlaneCosts, y: np.ndarray, directions: object, options: object, speed: Speed,
-                fixed_fpe: float = 0.0) -> None:
+    def capture(self: costing.PlaneCosts, y: np.ndarray, directions: object, options: object, speed: Speed) -> None:
         speeds.append(speed)
-        original(self, y, directions, options, speed, fixed_fpe)  # type: ignore[arg-type]
+        original(self, y, directions, options, speed)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Worker, "plane_step_s", spy)
     monkeypatch.setattr(costing.PlaneCosts, "__init__", capture)

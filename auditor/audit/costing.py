@@ -29,14 +29,10 @@ class PlaneCosts:
     options : AuditOptions
     speed : Speed
         The measured speed (one FPE: the CCT's mean pass).
-    fixed_fpe : float, default=0
-        Paid once by any design with a pair: a session for the plane's two directions.
     """
 
-    def __init__(self, y: np.ndarray, directions: Directions, options: AuditOptions, speed: Speed,
-                 fixed_fpe: float = 0.0) -> None:
+    def __init__(self, y: np.ndarray, directions: Directions, options: AuditOptions, speed: Speed) -> None:
         self.y, self.directions, self.options, self.speed = y, directions, options, speed
-        self.fixed_fpe = fixed_fpe
         self.counts = np.bincount(np.asarray(y, dtype=np.int64))
         self._sizes: dict[tuple[tuple[int, int], bool], tuple[int, int]] = {}
         self._one_d: dict[tuple[int, int], bool] = {}
@@ -73,13 +69,12 @@ class PlaneCosts:
         return choose_design(allowance_fpe=allowance_fpe, by_score=by_score, by_confusion=by_confusion,
                              pair_fpe=lambda p, g, m: self.pair(p, g, m, budgeted, exact=False).fpe,
                              pairs=self.options.pairs,
-                             grid=self.options.grid, budget=self.options.budget, fixed_fpe=self.fixed_fpe, spent=spent)
+                             grid=self.options.grid, budget=self.options.budget, spent=spent)
 
     def planned(self, design: Design) -> StageCost:
         """The design's planned cost: exact evaluation and sample counts."""
         budgeted = design.chosen_by == "budget"
-        fixed = self.fixed_fpe if design.pairs else 0.0
-        total = StageCost(0, 0, fixed, fixed * self.speed.pass_s)
+        total = StageCost()
         for p in design.pairs:
             total = total + self.pair(p, design.grid, design.lattice, budgeted)
         return total
