@@ -197,14 +197,14 @@ def start_run(model: Model, data: Dataset, options: AuditOptions, gradient_data:
             predict_logits(model, data, batch_size=options.batch_size, provider=base.device), data.y,
             model.n_classes)
     run.timings["start_workers_s"] = run_start - start
-    run.started = started
+    run.started = started  # the data checks before the run existed count as time outside the CCT
     seconds = time.perf_counter() - run_start
     run.timings["forward_pass_s"] = seconds
     run.count([base.stats])
     run.actual["forward"] = StageCost(run.evaluations, run.samples, 0.0, seconds)
     # one pass at the chosen strategy: the probe's estimate or the unperturbed pass itself, whichever is less
     # (a probe's estimate from one batch of a sub-millisecond model is dominated by waking threads)
-    base_s = run.timings["base_pass_s"] = float(dict(base.timings).get("base_pass_s", seconds))
+    base_s = run.timings["base_pass_s"] = float(base.timings.get("base_pass_s", seconds))
     pass_s = min(run.strategy_timings.get(f"estimated_step_{run.strategy}_s", seconds), base_s)
     run.speed = Speed(len(data), max(float(pass_s), 1e-9), run.strategy, _overhead(run))
     return run
